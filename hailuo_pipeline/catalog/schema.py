@@ -1,0 +1,199 @@
+"""The catalog schema, versioned. Opening a catalog applies any missing migration in place."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+
+import duckdb
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "tables: prices, shots, requests, request_events, videos",
+        """
+        CREATE TABLE prices (
+            price_id VARCHAR PRIMARY KEY,
+            endpoint VARCHAR NOT NULL,
+            duration_seconds INTEGER NOT NULL,
+            usd DECIMAL(12, 4) NOT NULL,
+            effective_from DATE NOT NULL,
+            source VARCHAR
+        );
+        CREATE TABLE shots (
+            shot_id VARCHAR PRIMARY KEY,
+            image VARCHAR,
+            prompt VARCHAR,
+            duration_seconds VARCHAR,
+            prompt_optimizer VARCHAR,
+            manifest_row INTEGER,
+            content_sha256 VARCHAR,
+            registered_at TIMESTAMP,
+            updated_at TIMESTAMP
+        );
+        CREATE TABLE requests (
+            request_key VARCHAR PRIMARY KEY,
+            request_id VARCHAR,
+            shot_id VARCHAR NOT NULL,
+            take INTEGER NOT NULL,
+            fingerprint VARCHAR NOT NULL,
+            endpoint VARCHAR NOT NULL,
+            arguments_json VARCHAR,
+            duration_seconds INTEGER NOT NULL,
+            status VARCHAR NOT NULL,
+            run_id VARCHAR,
+            partition_key VARCHAR,
+            owner VARCHAR,
+            heartbeat_at TIMESTAMP,
+            created_at TIMESTAMP NOT NULL,
+            submitted_at TIMESTAMP,
+            started_at TIMESTAMP,
+            completed_at TIMESTAMP,
+            queue_seconds DOUBLE,
+            inference_seconds DOUBLE,
+            wall_seconds DOUBLE,
+            price_id VARCHAR,
+            price_usd DECIMAL(12, 4),
+            reserved_usd DECIMAL(12, 4) NOT NULL DEFAULT 0,
+            cost_usd DECIMAL(12, 4) NOT NULL DEFAULT 0,
+            video_url VARCHAR,
+            result_json VARCHAR,
+            error_type VARCHAR,
+            error_message VARCHAR,
+            possible_double_charge BOOLEAN NOT NULL DEFAULT false,
+            possibly_charged BOOLEAN NOT NULL DEFAULT false,
+            polls INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 1
+        );
+        CREATE INDEX requests_fingerprint ON requests (fingerprint);
+        CREATE TABLE request_events (
+            request_key VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            at TIMESTAMP NOT NULL,
+            detail VARCHAR
+        );
+        CREATE TABLE videos (
+            request_id VARCHAR PRIMARY KEY,
+            request_key VARCHAR NOT NULL,
+            shot_id VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            sha256 VARCHAR NOT NULL,
+            bytes BIGINT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            fps DOUBLE NOT NULL,
+            frames INTEGER NOT NULL,
+            duration_seconds DOUBLE NOT NULL,
+            source_url VARCHAR,
+            recorded_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        "views: spend by day, month, shot and run; failed and cancelled requests; latency percentiles",
+        """
+        CREATE VIEW spend_by_day AS
+            SELECT CAST(created_at AS DATE) AS day,
+                   count(*) AS requests,
+                   count(*) FILTER (WHERE status = 'succeeded' OR status = 'completed') AS succeeded,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+                   sum(cost_usd) AS spend_usd,
+                   sum(reserved_usd) AS reserved_usd
+            FROM requests GROUP BY 1 ORDER BY 1;
+        CREATE VIEW spend_by_month AS
+            SELECT strftime(created_at, '%Y-%m') AS month, count(*) AS requests,
+                   sum(cost_usd) AS spend_usd, sum(reserved_usd) AS reserved_usd
+            FROM requests GROUP BY 1 ORDER BY 1;
+        CREATE VIEW spend_by_shot AS
+            SELECT shot_id, count(*) AS requests, max(take) AS takes,
+                   count(*) FILTER (WHERE status = 'succeeded') AS videos, sum(cost_usd) AS spend_usd
+            FROM requests GROUP BY 1 ORDER BY 1;
+        CREATE VIEW spend_by_run AS
+            SELECT run_id, min(created_at) AS first_request_at, count(*) AS requests,
+                   sum(cost_usd) AS spend_usd
+            FROM requests GROUP BY 1 ORDER BY 2;
+        CREATE VIEW failed_requests AS
+            SELECT request_key, request_id, shot_id, status, error_type, error_message,
+                   possible_double_charge, possibly_charged, created_at, completed_at
+            FROM requests WHERE status IN ('failed', 'ambiguous') ORDER BY created_at;
+        CREATE VIEW cancelled_requests AS
+            SELECT request_key, request_id, shot_id, created_at, completed_at, cost_usd
+            FROM requests WHERE status = 'cancelled' ORDER BY created_at;
+        CREATE VIEW latency_percentiles AS
+            SELECT count(*) AS requests,
+                   quantile_cont(queue_seconds, 0.5) AS queue_p50, quantile_cont(queue_seconds, 0.95) AS queue_p95,
+                   quantile_cont(inference_seconds, 0.5) AS inference_p50,
+                   quantile_cont(inference_seconds, 0.95) AS inference_p95,
+                   quantile_cont(wall_seconds, 0.5) AS wall_p50, quantile_cont(wall_seconds, 0.95) AS wall_p95
+            FROM requests WHERE status IN ('succeeded', 'completed');
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(conn: duckdb.DuckDBPyConnection) -> int:
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> int:
+    """Apply the missing migrations up to `target` and seed the price table; returns the version."""
+    version = current_version(conn)
+    if version >= target:
+        if target == LATEST_VERSION and _price_rows_missing(conn):
+            seed_prices(conn)
+        return version
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+        )
+        for number, description, sql in MIGRATIONS:
+            if version < number <= target:
+                conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, ?)",
+                    [number, description, datetime.now(UTC).replace(tzinfo=None)],
+                )
+        seed_prices(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return target
+
+
+@cache
+def published_prices() -> tuple[dict[str, str], ...]:
+    text = resources.files("hailuo_pipeline.catalog").joinpath("prices.csv").read_text()
+    return tuple(csv.DictReader(text.splitlines()))
+
+
+def _price_rows_missing(conn: duckdb.DuckDBPyConnection) -> bool:
+    row = conn.execute("SELECT count(*) FROM prices").fetchone()
+    return (row[0] if row else 0) < len(published_prices())
+
+
+def seed_prices(conn: duckdb.DuckDBPyConnection) -> None:
+    """Insert the published prices that the catalog does not have yet; never rewrite a price."""
+    for row in published_prices():
+        conn.execute(
+            "INSERT INTO prices SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM prices WHERE price_id = ?)",
+            [
+                row["price_id"], row["endpoint"], int(row["duration_seconds"]), row["usd"],
+                row["effective_from"], row["source"], row["price_id"],
+            ],
+        )

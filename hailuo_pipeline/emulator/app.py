@@ -1,0 +1,212 @@
+"""fal's queue protocol, as `fal_client` uses it, served by Starlette."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from hailuo_pipeline.emulator.state import EmulatorState, Job, ValidationFailed, validate_arguments
+
+INGRESS_PAGE = "<html><head><title>{code}</title></head><body><center><h1>{code}</h1></center><hr><center>nginx</center></body></html>"
+
+
+def _fault_response(code: int) -> Response:
+    if code in (502, 503, 504):  # what fal's ingress answers: fal_client retries these itself
+        return HTMLResponse(INGRESS_PAGE.format(code=code), status_code=code)
+    if code == 429:
+        return JSONResponse({"detail": "Too many requests; concurrent request limit reached"}, status_code=429)
+    return JSONResponse(
+        {"detail": "Internal server error", "error_type": "internal_error"},
+        status_code=code,
+        headers={"x-fal-request-id": "emulator-fault"},
+    )
+
+
+def _base_url(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _urls(request: Request, owner: str, alias: str, request_id: str) -> dict[str, str]:
+    base = f"{_base_url(request)}/{owner}/{alias}/requests/{request_id}"
+    return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
+
+
+def build_app(state: EmulatorState) -> Starlette:
+    def authorized(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        return not state.settings.require_key or (header.startswith("Key ") and len(header) > 4)
+
+    def unauthorized() -> JSONResponse:
+        return JSONResponse({"detail": "No credentials; send Authorization: Key <FAL_KEY>"}, status_code=401)
+
+    def find(request: Request) -> Job | None:
+        return state.jobs.get(request.path_params["request_id"])
+
+    async def submit(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        if (code := state.take_http_fault("submit")) is not None:
+            return _fault_response(code)
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+            image, duration = await asyncio.to_thread(validate_arguments, body)
+        except json.JSONDecodeError:
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": "Invalid JSON", "type": "json_invalid"}]}, 422)
+        except ValidationFailed as failed:
+            return JSONResponse({"detail": failed.details}, status_code=422)
+        endpoint = request.path_params["endpoint"]
+        owner, alias = endpoint.split("/")[:2]
+        job = state.submit(endpoint, raw, body, image, duration)
+        if state.take_counter_fault("hang_submits"):
+            await asyncio.sleep(state.settings.faults.hang_seconds)
+        return JSONResponse(
+            {
+                "status": "IN_QUEUE",
+                "request_id": job.request_id,
+                "queue_position": state.queue_position(job, time.monotonic()),
+                **_urls(request, owner, alias, job.request_id),
+            },
+            headers={"x-fal-request-id": job.request_id},
+        )
+
+    async def status(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        if (code := state.take_http_fault("status")) is not None:
+            return _fault_response(code)
+        job = find(request)
+        if job is None:
+            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        now = time.monotonic()
+        phase = job.phase(now)
+        owner, alias = request.path_params["owner"], request.path_params["alias"]
+        payload: dict[str, Any] = {"status": phase, "request_id": job.request_id, **_urls(request, owner, alias, job.request_id)}
+        with_logs = request.query_params.get("logs", "0").lower() in ("1", "true")
+        if phase == "IN_QUEUE":
+            payload["queue_position"] = state.queue_position(job, now)
+            return JSONResponse(payload, status_code=202)
+        logs = _progress_logs(job, now) if with_logs else None
+        payload["logs"] = logs
+        if phase == "IN_PROGRESS":
+            return JSONResponse(payload, status_code=202)
+        payload["metrics"] = {"inference_time": job.inference_seconds}
+        if job.cancelled_at is not None:
+            payload["error"], payload["error_type"] = "Request was cancelled", "request_cancelled"
+        elif job.error is not None:
+            payload["error"] = job.error.get("error", "Model error")
+            payload["error_type"] = job.error.get("error_type", "internal_error")
+        return JSONResponse(payload)
+
+    async def result(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        if (code := state.take_http_fault("result")) is not None:
+            return _fault_response(code)
+        job = find(request)
+        if job is None:
+            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        now = time.monotonic()
+        if job.phase(now) != "COMPLETED":
+            return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
+        if job.cancelled_at is not None:
+            return JSONResponse({"detail": "Request was cancelled", "error_type": "request_cancelled"}, 400)
+        if job.error is not None:
+            error = job.error
+            body = error.get("body") or {"detail": error.get("error", "Model error"), "error_type": error.get("error_type")}
+            return JSONResponse(
+                body,
+                status_code=int(error.get("status", 500)),
+                headers={"x-fal-error-type": str(error.get("error_type", "")), "x-fal-request-id": job.request_id},
+            )
+        assert job.completed_at is not None
+        if now > job.completed_at + state.result_ttl(job):
+            return JSONResponse({"detail": "Request result has expired"}, status_code=404)
+        return JSONResponse(state.result_body(job, _base_url(request)), headers={"x-fal-request-id": job.request_id})
+
+    async def cancel(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        if (code := state.take_http_fault("cancel")) is not None:
+            return _fault_response(code)
+        job = find(request)
+        if job is None:
+            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        if job.phase(time.monotonic()) == "COMPLETED":
+            return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
+        job.cancelled_at = time.monotonic()
+        with state.lock:
+            state.cancelled.append(job.request_id)
+        return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
+
+    async def download(request: Request) -> Response:
+        if (code := state.take_http_fault("download")) is not None:
+            return _fault_response(code)
+        request_id = request.path_params["name"].removesuffix(".mp4")
+        job = state.jobs.get(request_id)
+        if job is None or not job.render.done() or job.error is not None:
+            return JSONResponse({"detail": "File not found"}, status_code=404)
+        data = job.render.result()
+        if state.take_counter_fault("truncate_downloads"):
+            data = data[: len(data) // 2]
+        rate = state.settings.faults.download_bytes_per_second
+
+        async def chunks() -> AsyncIterator[bytes]:
+            step = 64 * 1024
+            for offset in range(0, len(data), step):
+                chunk = data[offset : offset + step]
+                if rate:
+                    await asyncio.sleep(len(chunk) / rate)
+                yield chunk
+
+        return StreamingResponse(
+            chunks(), media_type="video/mp4", headers={"content-length": str(len(data))}
+        )
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(state.stats())
+
+    async def configure(request: Request) -> Response:
+        state.configure(await request.json())
+        return JSONResponse(state.stats()["settings"])
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return JSONResponse({"reset": True})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/_emulator/health", health),
+            Route("/_emulator/stats", stats),
+            Route("/_emulator/config", configure, methods=["POST"]),
+            Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/files/{name}", download),
+            Route("/{owner}/{alias}/requests/{request_id}/status", status),
+            Route("/{owner}/{alias}/requests/{request_id}/cancel", cancel, methods=["PUT"]),
+            Route("/{owner}/{alias}/requests/{request_id}", result),
+            Route("/{endpoint:path}", submit, methods=["POST"]),
+        ]
+    )
+
+
+def _progress_logs(job: Job, now: float) -> list[dict[str, Any]]:
+    started = job.created + job.queue_seconds
+    fraction = 1.0 if job.inference_seconds <= 0 else min(1.0, max(0.0, (now - started) / job.inference_seconds))
+    steps = int(fraction * 4)
+    stamp = datetime.now(UTC).isoformat()
+    return [
+        {"message": f"Generating video: {25 * (i + 1)}%", "level": "INFO", "source": "user", "timestamp": stamp}
+        for i in range(steps)
+    ]

@@ -1,0 +1,93 @@
+"""Run the emulator over HTTPS (a private CA from trustme), in a thread or in the foreground."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+import uvicorn
+
+from hailuo_pipeline.emulator.app import build_app
+from hailuo_pipeline.emulator.state import EmulatorState, Settings
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def write_tls_files(directory: Path) -> TlsFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
+    files = TlsFiles(directory / "emulator-ca.pem", directory / "emulator-cert.pem", directory / "emulator-key.pem")
+    ca.cert_pem.write_to_path(str(files.ca))
+    server_cert.cert_chain_pems[0].write_to_path(str(files.cert))
+    server_cert.private_key_pem.write_to_path(str(files.key))
+    return files
+
+
+class EmulatorServer:
+    """The fal-compatible emulator on 127.0.0.1; `env()` is what fal_client needs to reach it."""
+
+    def __init__(self, state_dir: Path, port: int = 0, settings: Settings | None = None) -> None:
+        self.tls = write_tls_files(state_dir)
+        self.state = EmulatorState(settings)
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", port))
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.state),
+            ssl_certfile=str(self.tls.cert),
+            ssl_keyfile=str(self.tls.key),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}"
+
+    def env(self) -> dict[str, str]:
+        return {"FAL_QUEUE_RUN_HOST": self.host, "SSL_CERT_FILE": str(self.tls.ca)}
+
+    def start(self) -> EmulatorServer:
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="fal-emulator", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the fal emulator did not start")
+            time.sleep(0.02)
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.run(sockets=[self._socket])
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.state.close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

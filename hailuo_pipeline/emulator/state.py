@@ -1,0 +1,276 @@
+"""The emulator's jobs, latency model, injected faults and counters; all in memory, all thread-safe."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from hailuo_pipeline import model_limits as limits
+from hailuo_pipeline.emulator.render import render_video
+
+
+@dataclass
+class Latency:
+    queue_seconds: float = 1.0
+    inference_seconds: float = 2.0
+    jitter_seconds: float = 0.0
+
+
+@dataclass
+class Faults:
+    """Faults consumed in order. `http` maps an endpoint (submit, status, result, cancel, download)
+    to the status codes its next calls answer with instead of the real answer."""
+
+    http: dict[str, list[int]] = field(default_factory=dict)
+    job_errors: list[dict[str, Any]] = field(default_factory=list)  # next jobs complete with these errors
+    truncate_downloads: int = 0
+    download_bytes_per_second: int = 0  # 0 = full speed
+    hang_submits: int = 0  # next submits create the job but never answer
+    hang_seconds: float = 3600.0
+
+
+@dataclass
+class Settings:
+    latency: Latency = field(default_factory=Latency)
+    faults: Faults = field(default_factory=Faults)
+    result_ttl_seconds: float = limits.RESULT_TTL_SECONDS
+    large_result_ttl_seconds: float = limits.RESULT_TTL_LARGE_SECONDS
+    require_key: bool = True
+
+
+class ValidationFailed(Exception):
+    def __init__(self, details: list[dict[str, Any]]) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+@dataclass
+class Job:
+    request_id: str
+    endpoint: str
+    body_sha256: str
+    created: float
+    queue_seconds: float
+    inference_seconds: float
+    duration: int
+    render: Future[bytes]
+    error: dict[str, Any] | None = None
+    cancelled_at: float | None = None
+    completed_at: float | None = None
+
+    def phase(self, now: float) -> str:
+        if self.cancelled_at is not None:
+            return "COMPLETED"
+        if now < self.created + self.queue_seconds:
+            return "IN_QUEUE"
+        if now < self.created + self.queue_seconds + self.inference_seconds or (
+            self.error is None and not self.render.done()
+        ):
+            return "IN_PROGRESS"
+        if self.completed_at is None:
+            self.completed_at = now
+        return "COMPLETED"
+
+
+def _detail(loc: str, msg: str, kind: str, value: Any = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"loc": ["body", loc], "msg": msg, "type": kind}
+    if value is not None:
+        entry["input"] = value
+    return entry
+
+
+def decode_image_url(image_url: str) -> bytes:
+    if image_url.startswith("data:"):
+        header, _, payload = image_url.partition(",")
+        if ";base64" not in header:
+            raise ValueError("data URI is not base64")
+        return base64.b64decode(payload, validate=True)
+    if image_url.startswith(("http://", "https://")):
+        response = httpx.get(image_url, timeout=30, follow_redirects=True)
+        response.raise_for_status()
+        return response.content
+    raise ValueError("image_url must be an http(s) URL or a data URI")
+
+
+def validate_arguments(body: Any) -> tuple[bytes, int]:
+    """The model's own input checks, answered as fal's 422 detail list."""
+    if not isinstance(body, dict):
+        raise ValidationFailed([_detail("body", "Input should be a JSON object", "model_attributes_type")])
+    details: list[dict[str, Any]] = []
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        details.append(_detail("prompt", "Field required", "missing"))
+    elif len(prompt) > limits.MAX_PROMPT_CHARS:
+        details.append(
+            _detail("prompt", f"String should have at most {limits.MAX_PROMPT_CHARS} characters", "string_too_long")
+        )
+    duration = body.get("duration", str(limits.DEFAULT_DURATION_SECONDS))
+    if duration not in [str(d) for d in limits.DURATIONS_SECONDS]:
+        details.append(_detail("duration", "Input should be '6' or '10'", "literal_error", duration))
+    if not isinstance(body.get("prompt_optimizer", True), bool):
+        details.append(_detail("prompt_optimizer", "Input should be a valid boolean", "bool_type"))
+    image_bytes = b""
+    image_url = body.get("image_url")
+    if not isinstance(image_url, str) or not image_url:
+        details.append(_detail("image_url", "Field required", "missing"))
+    else:
+        try:
+            image_bytes = decode_image_url(image_url)
+            image_problem = _image_problem(image_bytes)
+        except (ValueError, httpx.HTTPError) as exc:
+            image_problem = f"image could not be read: {exc}"
+        if image_problem:
+            details.append(_detail("image_url", image_problem, "image_load_error"))
+    if details:
+        raise ValidationFailed(details)
+    return image_bytes, int(duration)
+
+
+def _image_problem(data: bytes) -> str | None:
+    if len(data) >= limits.MAX_IMAGE_BYTES:
+        return "Image must be smaller than 20MB"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            fmt, (width, height) = image.format, image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return f"Image could not be decoded: {exc}"
+    if fmt not in limits.IMAGE_FORMATS:
+        return f"Unsupported image format {fmt}; use JPEG, PNG or WebP"
+    if min(width, height) <= limits.MIN_SHORT_SIDE_PX:
+        return f"Image short side must be greater than {limits.MIN_SHORT_SIDE_PX}px"
+    if not limits.MIN_ASPECT <= Fraction(width, height) <= limits.MAX_ASPECT:
+        return "Image aspect ratio must be between 2:5 and 5:2"
+    return None
+
+
+class EmulatorState:
+    def __init__(self, settings: Settings | None = None, render_workers: int = 2) -> None:
+        self.settings = settings or Settings()
+        self.jobs: dict[str, Job] = {}
+        self.counters: Counter[str] = Counter()
+        self.submissions_by_body: Counter[str] = Counter()
+        self.submissions_by_prompt: Counter[str] = Counter()
+        self.cancelled: list[str] = []
+        self.lock = threading.Lock()
+        self._renders: OrderedDict[tuple[str, int], Future[bytes]] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max_workers=render_workers, thread_name_prefix="emulator-render")
+
+    # -- control ---------------------------------------------------------------------------
+    def configure(self, patch: dict[str, Any]) -> None:
+        with self.lock:
+            if "latency" in patch:
+                self.settings.latency = Latency(**{**asdict(self.settings.latency), **patch["latency"]})
+            if "faults" in patch:
+                self.settings.faults = Faults(**{**asdict(self.settings.faults), **patch["faults"]})
+            for key in ("result_ttl_seconds", "large_result_ttl_seconds", "require_key"):
+                if key in patch:
+                    setattr(self.settings, key, patch[key])
+
+    def reset(self) -> None:
+        with self.lock:
+            self.settings = Settings(require_key=self.settings.require_key)
+            self.jobs.clear()
+            self.counters.clear()
+            self.submissions_by_body.clear()
+            self.submissions_by_prompt.clear()
+            self.cancelled.clear()
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "submissions": self.counters["submit_accepted"],
+                "calls": dict(self.counters),
+                "submissions_by_body": dict(self.submissions_by_body),
+                "submissions_by_prompt": dict(self.submissions_by_prompt),
+                "cancelled": list(self.cancelled),
+                "settings": asdict(self.settings),
+            }
+
+    def take_http_fault(self, endpoint: str) -> int | None:
+        with self.lock:
+            self.counters[endpoint] += 1
+            queue = self.settings.faults.http.get(endpoint)
+            return queue.pop(0) if queue else None
+
+    def take_counter_fault(self, name: str) -> bool:
+        with self.lock:
+            remaining = getattr(self.settings.faults, name)
+            if remaining > 0:
+                setattr(self.settings.faults, name, remaining - 1)
+                return True
+            return False
+
+    # -- jobs ------------------------------------------------------------------------------
+    def submit(self, endpoint: str, raw_body: bytes, body: dict[str, Any], image: bytes, duration: int) -> Job:
+        latency = self.settings.latency
+        jitter = latency.jitter_seconds
+        with self.lock:
+            error = self.settings.faults.job_errors.pop(0) if self.settings.faults.job_errors else None
+            job = Job(
+                request_id=str(uuid.uuid4()),
+                endpoint=endpoint,
+                body_sha256=hashlib.sha256(raw_body).hexdigest(),
+                created=time.monotonic(),
+                queue_seconds=max(0.0, latency.queue_seconds + random.uniform(-jitter, jitter)),
+                inference_seconds=max(0.0, latency.inference_seconds + random.uniform(-jitter, jitter)),
+                duration=duration,
+                render=self._render(image, duration),
+                error=error,
+            )
+            self.jobs[job.request_id] = job
+            self.counters["submit_accepted"] += 1
+            self.submissions_by_body[job.body_sha256] += 1
+            self.submissions_by_prompt[str(body.get("prompt"))] += 1
+            return job
+
+    def _render(self, image: bytes, duration: int) -> Future[bytes]:
+        key = (hashlib.sha256(image).hexdigest(), duration)
+        if key in self._renders:
+            self._renders.move_to_end(key)
+            return self._renders[key]
+        future = self._pool.submit(render_video, image, duration)
+        self._renders[key] = future
+        while len(self._renders) > 64:
+            self._renders.popitem(last=False)
+        return future
+
+    def queue_position(self, job: Job, now: float) -> int:
+        with self.lock:
+            return sum(
+                1 for other in self.jobs.values()
+                if other.created < job.created and other.phase(now) == "IN_QUEUE"
+            )
+
+    def result_ttl(self, job: Job) -> float:
+        size = len(json.dumps(self.result_body(job, "https://x")))
+        large = size >= limits.RESULT_LARGE_BYTES
+        return self.settings.large_result_ttl_seconds if large else self.settings.result_ttl_seconds
+
+    def result_body(self, job: Job, base_url: str) -> dict[str, Any]:
+        video = job.render.result()
+        return {
+            "video": {
+                "url": f"{base_url}/files/{job.request_id}.mp4",
+                "content_type": "video/mp4",
+                "file_name": f"{job.request_id}.mp4",
+                "file_size": len(video),
+            }
+        }
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

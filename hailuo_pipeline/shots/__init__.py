@@ -1,0 +1,1 @@
+"""Shots: one image + one prompt + duration + prompt_optimizer = one paid video."""

@@ -1,0 +1,1 @@
+"""Reading, verifying and (for the emulator) writing MP4s with PyAV."""
