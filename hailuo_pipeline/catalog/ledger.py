@@ -373,6 +373,11 @@ class RequestLedger:
                 conn.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE request_key = ?", [request_key]).fetchone()
             )
 
+    def result_of(self, request_key: str) -> dict[str, Any] | None:
+        with self.catalog.connect(read_only=True) as conn:
+            found = conn.execute("SELECT result_json FROM requests WHERE request_key = ?", [request_key]).fetchone()
+            return json.loads(found[0]) if found and found[0] else None
+
     def in_flight(self, run_id: str) -> list[RequestRow]:
         with self.catalog.connect(read_only=True) as conn:
             return [

@@ -71,7 +71,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE request_events (
             request_key VARCHAR NOT NULL,
             status VARCHAR NOT NULL,
-            at TIMESTAMP NOT NULL,
+            occurred_at TIMESTAMP NOT NULL,
             detail VARCHAR
         );
         CREATE TABLE videos (

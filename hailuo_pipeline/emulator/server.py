@@ -49,7 +49,6 @@ class EmulatorServer:
             ssl_keyfile=str(self.tls.key),
             log_level="warning",
             access_log=False,
-            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -82,6 +81,7 @@ class EmulatorServer:
 
     def stop(self) -> None:
         self._server.should_exit = True
+        self._server.force_exit = True  # don't linger on clients' idle keep-alive connections
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.state.close()

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from hailuo_pipeline import model_limits as limits
 from hailuo_pipeline.shots.manifest import FALSE_WORDS, TRUE_WORDS, Shot
 
-ACCEPTED_MODES = {"RGB", "L"}
+ACCEPTED_MODES = {"RGB", "L", "P"}  # P (palette) only without transparency
 
 
 class ShotInputError(ValueError):
@@ -83,6 +83,7 @@ def read_image_bytes(shot: Shot, timeout: float = 30.0) -> bytes:
 
 
 def validate_image(shot_id: str, data: bytes) -> ImageInput:
+    """Decode the whole image: truncated files only show themselves here."""
     if len(data) >= limits.MAX_IMAGE_BYTES:
         raise ShotInputError(
             shot_id,
@@ -91,23 +92,28 @@ def validate_image(shot_id: str, data: bytes) -> ImageInput:
         )
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            fmt = probe.format or "unknown"
             probe.verify()
         with Image.open(io.BytesIO(data)) as image:
+            _check_header(shot_id, image)
             image.load()
-            mode, (width, height) = image.mode, image.size
-            has_alpha = "A" in image.getbands() or "transparency" in image.info
+            width, height, fmt = image.width, image.height, image.format or "unknown"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ShotInputError(
             shot_id, f"image cannot be decoded ({exc})", "re-export it as a complete JPEG, PNG or WebP file"
         ) from exc
+    return ImageInput(data, hashlib.sha256(data).hexdigest(), width, height, fmt)
+
+
+def _check_header(shot_id: str, image: Image.Image) -> None:
+    """The limits that the image header alone tells: format, colour mode, alpha, size, aspect."""
+    fmt, mode, (width, height) = image.format or "unknown", image.mode, image.size
     if fmt not in limits.IMAGE_FORMATS:
         raise ShotInputError(shot_id, f"image is {fmt}; the model takes JPEG, PNG or WebP", "convert it")
-    if has_alpha:
+    if "A" in image.getbands() or "transparency" in image.info:
         raise ShotInputError(
             shot_id, f"{fmt} image has an alpha channel", "flatten it onto a background and save it as RGB"
         )
-    if mode not in ACCEPTED_MODES and mode != "P":
+    if mode not in ACCEPTED_MODES:
         raise ShotInputError(shot_id, f"image colour mode is {mode}", "convert it to RGB (sRGB) and save again")
     if min(width, height) <= limits.MIN_SHORT_SIDE_PX:
         raise ShotInputError(
@@ -115,14 +121,32 @@ def validate_image(shot_id: str, data: bytes) -> ImageInput:
             f"image is {width}x{height}; its short side must be over {limits.MIN_SHORT_SIDE_PX} px",
             "use a larger source image (768 px on the short side matches the output)",
         )
-    aspect = Fraction(width, height)
-    if not limits.MIN_ASPECT <= aspect <= limits.MAX_ASPECT:
+    if not limits.MIN_ASPECT <= Fraction(width, height) <= limits.MAX_ASPECT:
         raise ShotInputError(
             shot_id,
             f"image is {width}x{height} (aspect {width / height:.2f}); the model takes 2:5 to 5:2",
             "crop it to an aspect ratio between 0.4 and 2.5",
         )
-    return ImageInput(data, hashlib.sha256(data).hexdigest(), width, height, fmt)
+
+
+def quick_problem(shot: Shot) -> str | None:
+    """A cheap pre-check (fields, file size and image header, no decode) for planning batches."""
+    try:
+        validate_prompt(shot.shot_id, shot.prompt)
+        validate_duration(shot.shot_id, shot.duration)
+        validate_prompt_optimizer(shot.shot_id, shot.prompt_optimizer)
+        if shot.image_is_url:
+            return None
+        path = shot.image_path()
+        if not path.is_file() or path.stat().st_size >= limits.MAX_IMAGE_BYTES:
+            read_image_bytes(shot)  # raises with the precise message
+        with Image.open(path) as image:
+            _check_header(shot.shot_id, image)
+    except ShotInputError as exc:
+        return str(exc)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"shot {shot.shot_id!r}: image cannot be decoded ({exc})"
+    return None
 
 
 def validate_prompt(shot_id: str, prompt: str) -> str:

@@ -1,0 +1,49 @@
+"""One step, many shot partitions: each succeeded shot is its own materialization, and a failed shot
+fails the step by name without losing the others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetMaterialization, DataVersion, Failure, MaterializeResult
+from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
+
+
+@dataclass
+class PartitionOutcome:
+    metadata: dict[str, Any] = field(default_factory=dict)
+    data_version: str | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
+def finish_partitions(context: AssetExecutionContext, outcomes: dict[str, PartitionOutcome]) -> MaterializeResult:
+    """Return the step's result, or record the successes and raise a Failure naming the failures."""
+    failed = {key: o for key, o in outcomes.items() if o.error is not None}
+    succeeded = {key: o for key, o in outcomes.items() if o.error is None}
+    if not failed:
+        if len(outcomes) == 1:
+            (only,) = outcomes.values()
+            version = DataVersion(only.data_version) if only.data_version else None
+            return MaterializeResult(metadata=only.metadata, data_version=version)
+        for key, outcome in succeeded.items():
+            context.add_asset_metadata(outcome.metadata, partition_key=key)
+        return MaterializeResult()
+    for key, outcome in succeeded.items():
+        tags = {}
+        if outcome.data_version:
+            tags = {DATA_VERSION_TAG: outcome.data_version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+        context.log_event(
+            AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=outcome.metadata, tags=tags)
+        )
+    lines = [f"{key}: {outcome.error}" for key, outcome in sorted(failed.items())]
+    retryable = any(outcome.retryable for outcome in failed.values())
+    raise Failure(
+        description=f"{len(failed)} of {len(outcomes)} shot(s) failed"
+        + (f" ({len(succeeded)} materialized)" if succeeded else "")
+        + ":\n"
+        + "\n".join(lines),
+        metadata={"failed_shots": sorted(failed), "succeeded_shots": sorted(succeeded)},
+        allow_retries=retryable,
+    )

@@ -1,0 +1,63 @@
+"""Asset checks on hailuo_video: what was delivered is what was paid for, at the published price."""
+
+
+from pathlib import Path
+
+from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+
+from hailuo_pipeline.assets.video import hailuo_video
+from hailuo_pipeline.resources import CatalogResource
+from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_with
+
+MAX_LISTED = 20
+
+
+@asset_check(asset=hailuo_video, description="Every recorded video plays and matches its request (length, 768p)")
+def videos_match_requests(catalog: CatalogResource) -> AssetCheckResult:
+    with catalog.get_connection() as conn:
+        rows = conn.execute(
+            "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds FROM videos v "
+            "JOIN requests r USING (request_key) ORDER BY v.recorded_at"
+        ).fetchall()
+    problems: list[str] = []
+    for shot_id, request_id, path, size, requested in rows:
+        file = Path(path)
+        if not file.is_file() or file.stat().st_size != size:
+            problems.append(f"{shot_id} ({request_id}): {path} is missing or not {size} bytes")
+            continue
+        try:
+            found = problems_with(probe_video(file), requested)
+        except VideoProbeError as exc:
+            found = [str(exc)]
+        problems.extend(f"{shot_id} ({request_id}): {p}" for p in found)
+    return AssetCheckResult(
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"videos_checked": len(rows), "problems": len(problems), "first_problems": problems[:MAX_LISTED]},
+    )
+
+
+@asset_check(asset=hailuo_video, description="Every charge equals the price table in effect when it was submitted")
+def costs_match_price_table(catalog: CatalogResource) -> AssetCheckResult:
+    with catalog.get_connection() as conn:
+        mismatches = conn.execute(
+            """
+            WITH expected AS (
+                SELECT r.request_key, r.shot_id, r.status, r.cost_usd,
+                       (SELECT p.usd FROM prices p WHERE p.endpoint = r.endpoint
+                          AND p.duration_seconds = r.duration_seconds
+                          AND p.effective_from <= CAST(r.created_at AS DATE)
+                        ORDER BY p.effective_from DESC LIMIT 1) AS price
+                FROM requests r
+            )
+            SELECT shot_id, request_key, status, cost_usd, price FROM expected
+            WHERE (status IN ('completed', 'succeeded') AND cost_usd IS DISTINCT FROM price)
+               OR (status IN ('failed', 'cancelled') AND cost_usd <> 0)
+            """
+        ).fetchall()
+        checked = conn.execute("SELECT count(*) FROM requests").fetchone()
+    listed = [f"{s} ({k}, {st}): charged {c}, price {p}" for s, k, st, c, p in mismatches[:MAX_LISTED]]
+    return AssetCheckResult(
+        passed=not mismatches,
+        metadata={"requests_checked": checked[0] if checked else 0, "mismatches": len(mismatches), "first": listed},
+    )

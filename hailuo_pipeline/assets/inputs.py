@@ -1,0 +1,83 @@
+"""source_image and prompt: a shot's validated inputs, versioned by their content."""
+
+
+import hashlib
+
+from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
+
+from hailuo_pipeline.assets.batch import PartitionOutcome, finish_partitions
+from hailuo_pipeline.automation.partitions import shots_partitions
+from hailuo_pipeline.resources import ShotsResource
+from hailuo_pipeline.shots.validation import (
+    ShotInputError,
+    read_image_bytes,
+    validate_duration,
+    validate_image,
+    validate_prompt,
+    validate_prompt_optimizer,
+)
+
+INPUT_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=500)
+
+
+@asset(
+    partitions_def=shots_partitions,
+    backfill_policy=INPUT_BACKFILL,
+    group_name="shots",
+    kinds={"image"},
+    code_version="1",
+    description="The shot's first frame, decoded and checked against the model's limits before any spend.",
+)
+def source_image(context: AssetExecutionContext, shots: ShotsResource):
+    outcomes: dict[str, PartitionOutcome] = {}
+    for shot_id, shot in shots.shots(list(context.partition_keys)).items():
+        try:
+            image = validate_image(shot_id, read_image_bytes(shot))
+        except ShotInputError as exc:
+            outcomes[shot_id] = PartitionOutcome(error=str(exc))
+            continue
+        outcomes[shot_id] = PartitionOutcome(
+            metadata={
+                "image": shot.image,
+                "sha256": image.sha256,
+                "width": image.width,
+                "height": image.height,
+                "format": image.format,
+                "bytes": len(image.data),
+                "manifest_row": shot.row,
+            },
+            data_version=image.sha256,
+        )
+    return finish_partitions(context, outcomes)
+
+
+@asset(
+    partitions_def=shots_partitions,
+    backfill_policy=INPUT_BACKFILL,
+    group_name="shots",
+    kinds={"text"},
+    code_version="1",
+    description="The shot's prompt, duration and prompt_optimizer flag, checked before any spend.",
+)
+def prompt(context: AssetExecutionContext, shots: ShotsResource):
+    outcomes: dict[str, PartitionOutcome] = {}
+    for shot_id, shot in shots.shots(list(context.partition_keys)).items():
+        try:
+            text = validate_prompt(shot_id, shot.prompt)
+            duration = validate_duration(shot_id, shot.duration)
+            optimizer = validate_prompt_optimizer(shot_id, shot.prompt_optimizer)
+        except ShotInputError as exc:
+            outcomes[shot_id] = PartitionOutcome(error=str(exc))
+            continue
+        version = hashlib.sha256(f"{text}\x1f{duration}\x1f{optimizer}".encode()).hexdigest()
+        outcomes[shot_id] = PartitionOutcome(
+            metadata={
+                "prompt": MetadataValue.text(text[:500]),
+                "prompt_length": len(text),
+                "duration_seconds": duration,
+                "prompt_optimizer": optimizer,
+                "manifest_row": shot.row,
+            },
+            data_version=version,
+        )
+    return finish_partitions(context, outcomes)

@@ -1,0 +1,61 @@
+"""cost_report: spend today, this month and all time, from the catalog, plotted across materializations."""
+
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+
+from hailuo_pipeline.assets.video import hailuo_video
+from hailuo_pipeline.catalog.report import build_report
+from hailuo_pipeline.resources import BudgetResource, CatalogResource
+
+
+def dagster_table(frame: pd.DataFrame) -> MetadataValue:
+    def kind(series: pd.Series) -> str:
+        if pd.api.types.is_integer_dtype(series):
+            return "int"
+        if pd.api.types.is_float_dtype(series):
+            return "float"
+        return "string"
+
+    kinds = {column: kind(frame[column]) for column in frame.columns}
+
+    def cell(column: str, value: object) -> object:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return None
+        return str(value) if kinds[column] == "string" else value
+
+    return MetadataValue.table(
+        records=[TableRecord({c: cell(c, v) for c, v in rec.items()}) for rec in frame.to_dict(orient="records")],
+        schema=TableSchema(columns=[TableColumn(c, kinds[c]) for c in frame.columns]),
+    )
+
+
+@asset(
+    deps=[hailuo_video],
+    group_name="reporting",
+    kinds={"duckdb", "pandas"},
+    description="Spend and reliability of every fal request in the catalog.",
+)
+def cost_report(context: AssetExecutionContext, catalog: CatalogResource, budget: BudgetResource) -> MaterializeResult:
+    report = build_report(catalog.catalog(), budget.budget())
+    summary = report.summary
+    numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    context.log.info(
+        f"spend today ${summary['spend_today_usd']:.2f}, month to date ${summary['spend_month_to_date_usd']:.2f}, "
+        f"all time ${summary['spend_all_time_usd']:.2f}"
+    )
+    return MaterializeResult(
+        metadata={
+            **numbers,
+            "spend_by_day": dagster_table(report.by_day),
+            "spend_by_duration": dagster_table(report.by_duration),
+        }
+    )

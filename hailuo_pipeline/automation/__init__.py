@@ -1,0 +1,1 @@
+"""Partitions, sensors and schedules: how shots are registered and swept unattended."""

@@ -1,0 +1,3 @@
+from dagster import DynamicPartitionsDefinition
+
+shots_partitions = DynamicPartitionsDefinition(name="shots")

@@ -1,0 +1,62 @@
+"""The manifest sensor: new rows become partitions and runs; an unchanged manifest costs one hash."""
+
+
+import hashlib
+
+from dagster import (
+    DefaultSensorStatus,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from hailuo_pipeline.assets.inputs import prompt, source_image
+from hailuo_pipeline.assets.video import hailuo_video
+from hailuo_pipeline.automation.partitions import shots_partitions
+from hailuo_pipeline.automation.registration import range_run_requests, record_shots
+from hailuo_pipeline.resources import CatalogResource, ShotsResource
+from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
+from hailuo_pipeline.shots.validation import quick_problem
+
+SHOTS_PER_RUN = 100
+SHOT_ASSETS = [source_image, prompt, hailuo_video]
+
+
+@sensor(
+    minimum_interval_seconds=30,
+    asset_selection=SHOT_ASSETS,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Registers new shots from shots.csv and requests their videos; re-versions edited shots.",
+)
+def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource):
+    path = shots.manifest_path
+    if not path.exists():
+        return SkipReason(f"no manifest at {path}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if context.cursor == digest:
+        return SkipReason("manifest unchanged")
+    try:
+        manifest = read_manifest(path)
+    except ManifestError as exc:
+        return SensorResult(skip_reason=SkipReason(str(exc)), cursor=digest)
+    for error in manifest.errors:
+        context.log.warning(str(error))
+    existing = context.instance.get_dynamic_partitions(shots_partitions.name)
+    plan = record_shots(catalog.catalog(), manifest, set(existing))
+    ordered = [*existing, *plan.new]
+    # Shots that fail the cheap checks get runs of their own, so that they fail alone.
+    doubtful = [s for s in plan.new if quick_problem(manifest.shots[s])]
+    keys = [a.key for a in SHOT_ASSETS]
+    run_requests = [
+        *range_run_requests(ordered, [s for s in plan.new if s not in doubtful], keys, SHOTS_PER_RUN, digest[:12]),
+        *range_run_requests(ordered, doubtful, keys, 1, digest[:12]),
+        # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
+        *range_run_requests(ordered, plan.changed, keys[:2], 500, f"edit-{digest[:12]}"),
+    ]
+    context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[shots_partitions.build_add_request(plan.new)] if plan.new else [],
+        cursor=digest,
+    )

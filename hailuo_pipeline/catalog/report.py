@@ -1,0 +1,93 @@
+"""The cost report: one pass of SQL over the catalog, shaped with pandas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from hailuo_pipeline.catalog.ledger import Budget, utcnow
+from hailuo_pipeline.catalog.store import Catalog
+
+SUMMARY_SQL = """
+SELECT
+    coalesce(sum(cost_usd) FILTER (WHERE CAST(created_at AS DATE) = $today), 0) AS spend_today_usd,
+    coalesce(sum(cost_usd) FILTER (WHERE created_at >= $month_start), 0) AS spend_month_to_date_usd,
+    coalesce(sum(cost_usd), 0) AS spend_all_time_usd,
+    coalesce(sum(reserved_usd), 0) AS reserved_usd,
+    coalesce(sum(cost_usd + reserved_usd) FILTER (WHERE CAST(created_at AS DATE) = $today), 0) AS committed_today_usd,
+    coalesce(sum(cost_usd + reserved_usd), 0) AS committed_all_time_usd,
+    count(*) AS requests,
+    count(*) - count(DISTINCT shot_id) AS retries,
+    count(*) FILTER (WHERE status IN ('succeeded', 'completed')) AS succeeded,
+    count(*) FILTER (WHERE status = 'failed') AS failures,
+    count(*) FILTER (WHERE status = 'cancelled') AS cancellations,
+    count(*) FILTER (WHERE status = 'ambiguous') AS ambiguous,
+    count(*) FILTER (WHERE possible_double_charge) AS possible_double_charges,
+    count(DISTINCT shot_id) AS shots,
+    avg(wall_seconds) FILTER (WHERE status = 'succeeded') AS latency_mean_seconds,
+    quantile_cont(wall_seconds, 0.95) FILTER (WHERE status = 'succeeded') AS latency_p95_seconds,
+    avg(queue_seconds) FILTER (WHERE status IN ('succeeded', 'completed')) AS queue_mean_seconds,
+    avg(inference_seconds) FILTER (WHERE status IN ('succeeded', 'completed')) AS inference_mean_seconds
+FROM requests
+"""
+
+BY_DURATION_SQL = """
+SELECT duration_seconds, count(*) AS requests,
+       count(*) FILTER (WHERE status IN ('succeeded', 'completed')) AS videos,
+       coalesce(sum(cost_usd), 0) AS spend_usd
+FROM requests GROUP BY 1 ORDER BY 1
+"""
+
+
+@dataclass(frozen=True)
+class CostReport:
+    summary: dict[str, Any]
+    by_duration: pd.DataFrame
+    by_day: pd.DataFrame
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "by_duration": self.by_duration.to_dict(orient="records"),
+            "by_day": self.by_day.assign(day=self.by_day["day"].astype(str)).to_dict(orient="records"),
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return value
+
+
+def build_report(catalog: Catalog, budget: Budget, today: date | None = None, days: int = 31) -> CostReport:
+    today = today or utcnow().date()
+    params = {"today": today, "month_start": today.replace(day=1)}
+    with catalog.connect(read_only=True) as conn:
+        row = conn.execute(SUMMARY_SQL, params).fetchone()
+        names = [d[0] for d in conn.description]
+        by_duration = conn.execute(BY_DURATION_SQL).df()
+        by_day = conn.execute(
+            "SELECT day, requests, succeeded, failed, cancelled, spend_usd FROM spend_by_day "
+            "ORDER BY day DESC LIMIT ?",
+            [days],
+        ).df()
+    summary = {name: _plain(value) for name, value in zip(names, row or (), strict=True)}
+    summary["daily_budget_usd"] = _plain(budget.daily_usd)
+    summary["total_budget_usd"] = _plain(budget.total_usd)
+    summary["daily_budget_used"] = (
+        round(summary["committed_today_usd"] / float(budget.daily_usd), 4) if budget.daily_usd else None
+    )
+    summary["total_budget_used"] = (
+        round(summary["committed_all_time_usd"] / float(budget.total_usd), 4) if budget.total_usd else None
+    )
+    for frame in (by_duration, by_day):
+        for column in frame.columns:
+            if frame[column].dtype == object:
+                frame[column] = frame[column].map(_plain)
+    return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True))

@@ -1,0 +1,1 @@
+"""Turning validated shots into paid, verified, recorded videos, safely under every failure."""

@@ -1,0 +1,78 @@
+"""Dagster resources for the files and money the pipeline manages (the fal client is in fal/)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+from dagster import ConfigurableResource, Failure
+from dagster_duckdb import DuckDBResource
+from pydantic import Field
+
+from hailuo_pipeline.catalog.ledger import Budget, RequestLedger
+from hailuo_pipeline.catalog.store import Catalog
+from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
+
+
+class ShotsResource(ConfigurableResource):
+    """The data directory: `shots.csv`, the images it names, and `videos/`."""
+
+    data_dir: str = Field(description="Directory holding shots.csv; videos land in its videos/ folder")
+
+    @property
+    def manifest_path(self) -> Path:
+        return Path(self.data_dir) / "shots.csv"
+
+    @property
+    def videos_dir(self) -> Path:
+        return Path(self.data_dir) / "videos"
+
+    def manifest(self) -> Manifest:
+        try:
+            return read_manifest(self.manifest_path)
+        except ManifestError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from exc
+
+    def shots(self, shot_ids: list[str]) -> dict[str, Shot]:
+        manifest = self.manifest()
+        missing = [s for s in shot_ids if s not in manifest.shots]
+        if missing:
+            row_errors = {e.shot_id: str(e) for e in manifest.errors}
+            reasons = [row_errors.get(s, f"shot {s!r} is not in {self.manifest_path}") for s in missing]
+            raise Failure(description="; ".join(reasons), allow_retries=False)
+        return {s: manifest.shots[s] for s in shot_ids}
+
+
+class CatalogResource(DuckDBResource):
+    """The DuckDB catalog. `get_connection()` gives short, migrated, lock-tolerant transactions."""
+
+    lease_seconds: float = Field(
+        default=45.0, description="A submit whose process stopped heart-beating this long ago is ambiguous"
+    )
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.database)
+
+    def ledger(self) -> RequestLedger:
+        return RequestLedger(self.catalog(), lease_seconds=self.lease_seconds)
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self.catalog().connect() as conn:
+            yield conn
+
+
+class BudgetResource(ConfigurableResource):
+    """Spending limits in USD, enforced by reserving each video's price before it is submitted."""
+
+    daily_usd: float | None = Field(default=None, description="Limit per UTC day; None for no limit")
+    total_usd: float | None = Field(default=None, description="Limit over the catalog's lifetime; None for none")
+
+    def budget(self) -> Budget:
+        def dec(value: float | None) -> Decimal | None:
+            return None if value is None else Decimal(str(value))
+
+        return Budget(daily_usd=dec(self.daily_usd), total_usd=dec(self.total_usd))
