@@ -1,0 +1,72 @@
+"""One fal emulator for the session; a fresh data directory and Dagster instance per test.
+
+fal_client reads FAL_QUEUE_RUN_HOST when it is imported, so the emulator's address and CA are chosen
+here, before any test module imports the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_EMULATOR_DIR = Path(tempfile.mkdtemp(prefix="hailuo-emulator-"))
+with socket.socket() as _probe:
+    _probe.bind(("127.0.0.1", 0))
+    _EMULATOR_PORT = _probe.getsockname()[1]
+os.environ.update(
+    {
+        "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{_EMULATOR_PORT}",
+        "SSL_CERT_FILE": str(_EMULATOR_DIR / "emulator-ca.pem"),
+        "FAL_KEY": "test-key",
+        "HAILUO_RETRY_DELAY_SECONDS": "0.2",
+        "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.3",
+    }
+)
+
+from hailuo_pipeline.emulator.server import EmulatorServer  # noqa: E402
+from hailuo_pipeline.emulator.state import EmulatorState, Latency  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    server = EmulatorServer(_EMULATOR_DIR, port=_EMULATOR_PORT).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> EmulatorState:
+    """The emulator's state, reset, with short latency; tests add faults through `configure`."""
+    state = emulator_server.state
+    state.reset()
+    state.settings.latency = Latency(queue_seconds=0.2, inference_seconds=0.4, jitter_seconds=0.0)
+    return state
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data directory and a DAGSTER_HOME of the test's own."""
+    data = tmp_path / "data"
+    home = tmp_path / "dagster_home"
+    data.mkdir()
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("HAILUO_DATA_DIR", str(data))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for name in ("HAILUO_DAILY_BUDGET_USD", "HAILUO_TOTAL_BUDGET_USD"):
+        monkeypatch.delenv(name, raising=False)
+    return data
+
+
+@pytest.fixture
+def subprocess_env(workspace: Path, emulator_server: EmulatorServer) -> dict[str, str]:
+    """The environment a `hailuo` child process needs to reach the same emulator and workspace."""
+    env = dict(os.environ)
+    env.update(emulator_server.env())
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,99 @@
+"""Shots -> validated inputs -> paid videos -> catalog, through Dagster, the real fal_client and the emulator."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from hailuo_pipeline.cli import materialize
+from hailuo_pipeline.video.probe import probe_video
+from hailuo_pipeline_tests.shots import write_shots
+
+THREE_SHOTS = [
+    {"shot_id": "s1", "prompt": "a slow pan over the bay"},
+    {"shot_id": "s2", "prompt": "clouds drift", "duration": "10"},
+    {"shot_id": "s3", "prompt": "leaves move", "prompt_optimizer": "false"},
+]
+
+
+def catalog(data: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(data / "catalog.duckdb"), read_only=True)
+
+
+def test_three_shots_end_to_end(workspace, emulator):
+    write_shots(workspace, THREE_SHOTS)
+    summary = materialize()
+    assert sorted(summary["succeeded"]) == ["s1", "s2", "s3"] and not summary["failed"]
+
+    with catalog(workspace) as db:
+        requests = db.execute(
+            "SELECT shot_id, status, cost_usd, duration_seconds, request_id FROM requests ORDER BY shot_id"
+        ).fetchall()
+        videos = db.execute("SELECT shot_id, path, duration_seconds, width, height FROM videos ORDER BY shot_id").fetchall()
+        spend = db.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
+    assert [(r[0], r[1], r[2], r[3]) for r in requests] == [
+        ("s1", "succeeded", Decimal("0.19"), 6),
+        ("s2", "succeeded", Decimal("0.32"), 10),
+        ("s3", "succeeded", Decimal("0.19"), 6),
+    ]
+    assert spend == Decimal("0.70")
+    assert len(videos) == 3
+    for shot_id, path, duration, width, height in videos:
+        probe = probe_video(Path(path))
+        expected = 10 if shot_id == "s2" else 6
+        assert probe.duration_seconds == pytest.approx(expected, abs=0.5)
+        assert duration == pytest.approx(expected, abs=0.5)
+        assert (probe.width, probe.height) == (width, height) == (1366, 768)
+        assert Path(path).is_relative_to(workspace / "videos")
+    assert emulator.stats()["submissions"] == 3
+
+    instance = DagsterInstance.get()
+    for shot_id, _, cost, duration, request_id in requests:
+        event = _latest(instance, "hailuo_video", shot_id)
+        metadata = {k: v.value for k, v in event.metadata.items()}
+        assert metadata["request_id"] == request_id
+        assert metadata["cost_usd"] == float(cost)
+        assert metadata["requested_duration_seconds"] == duration
+        assert metadata["measured_duration_seconds"] == pytest.approx(duration, abs=0.5)
+        assert metadata["resolution"] == "1366x768" and metadata["fps"] == 25.0
+        assert metadata["frames"] == duration * 25
+        assert metadata["queue_seconds"] is not None and metadata["inference_seconds"] is not None
+        assert metadata["source_url"].startswith("https://127.0.0.1:")
+        image_event = _latest(instance, "source_image", shot_id)
+        assert {k: v.value for k, v in image_event.metadata.items()}["width"] == 640
+
+
+def test_second_run_reuses_verified_videos_without_requests(workspace, emulator):
+    write_shots(workspace, THREE_SHOTS)
+    materialize()
+    summary = materialize(["s1", "s2", "s3"])
+    assert sorted(summary["succeeded"]) == ["s1", "s2", "s3"]
+    assert emulator.stats()["submissions"] == 3
+    with catalog(workspace) as db:
+        assert db.execute("SELECT count(*), sum(cost_usd) FROM requests").fetchone() == (3, Decimal("0.70"))
+
+
+def test_new_take_pays_again_and_keeps_the_old_video(workspace, emulator):
+    write_shots(workspace, THREE_SHOTS[:1])
+    materialize()
+    materialize(["s1"], new_take=True)
+    assert emulator.stats()["submissions"] == 2
+    with catalog(workspace) as db:
+        rows = db.execute("SELECT take, status FROM requests ORDER BY take").fetchall()
+        paths = [r[0] for r in db.execute("SELECT path FROM videos").fetchall()]
+    assert rows == [(1, "succeeded"), (2, "succeeded")]
+    assert len(paths) == 2 and all(Path(p).exists() for p in paths)
+
+
+def _latest(instance: DagsterInstance, asset: str, partition: str):
+    from dagster import AssetRecordsFilter
+
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    assert records, f"no materialization of {asset} for {partition}"
+    return records[0].asset_materialization
