@@ -250,7 +250,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for shot, reason in summary["failed"].items():
         print(f"  failed {shot}: {reason}")
     print(report_text("table"))
-    print(f"videos in {settings.videos_dir()}; open the UI with `dagster dev` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(
+        f"videos in {settings.videos_dir()}; open the UI with `dagster dev` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
     return 0 if not summary["failed"] else 1
 
 

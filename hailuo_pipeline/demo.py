@@ -9,7 +9,13 @@ from PIL import Image, ImageDraw
 from hailuo_pipeline.shots.manifest import write_manifest
 
 DEMO_SHOTS = [
-    ("harbour-dawn", (1280, 720), ((18, 40, 90), (250, 170, 90)), "Slow dolly forward over a calm harbour at dawn", "6"),
+    (
+        "harbour-dawn",
+        (1280, 720),
+        ((18, 40, 90), (250, 170, 90)),
+        "Slow dolly forward over a calm harbour at dawn",
+        "6",
+    ),
     ("forest-path", (720, 1280), ((20, 70, 30), (180, 220, 140)), "The camera drifts along a misty forest path", "10"),
     ("city-night", (1024, 1024), ((10, 10, 30), (200, 60, 160)), "Neon reflections ripple on a rainy street", "6"),
 ]
@@ -38,8 +44,13 @@ def write_demo_shots(data_dir: Path) -> Path:
         if not path.exists():
             draw_still(size, colours).save(path, quality=90)
         rows.append(
-            {"shot_id": shot_id, "image": f"images/{path.name}", "prompt": prompt, "duration": duration,
-             "prompt_optimizer": "true"}
+            {
+                "shot_id": shot_id,
+                "image": f"images/{path.name}",
+                "prompt": prompt,
+                "duration": duration,
+                "prompt_optimizer": "true",
+            }
         )
     manifest = data_dir / "shots.csv"
     if not manifest.exists():

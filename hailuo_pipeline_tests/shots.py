@@ -13,7 +13,9 @@ def make_image(
     path: Path, size: tuple[int, int] = (640, 360), fmt: str = "JPEG", mode: str = "RGB", seed: int = 0
 ) -> Path:
     image = Image.new(mode, size, color=_colour(mode, seed))
-    ImageDraw.Draw(image).rectangle([size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2], fill=_colour(mode, seed + 7))
+    ImageDraw.Draw(image).rectangle(
+        [size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2], fill=_colour(mode, seed + 7)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt)
     return path
@@ -21,7 +23,7 @@ def make_image(
 
 def _colour(mode: str, seed: int):
     base = ((seed * 53) % 256, (seed * 97) % 256, (seed * 31) % 256, 255)
-    return {"RGB": base[:3], "RGBA": base[:3] + (128,), "CMYK": base, "L": base[0]}[mode]
+    return {"RGB": base[:3], "RGBA": (*base[:3], 128), "CMYK": base, "L": base[0]}[mode]
 
 
 def write_shots(data_dir: Path, shots: list[dict[str, str]]) -> Path:

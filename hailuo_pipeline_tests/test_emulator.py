@@ -34,7 +34,7 @@ def test_submit_status_with_logs_and_result(emulator, tmp_path):
             video = (await http.get(result["video"]["url"])).content
         return handle, events, result, video
 
-    handle, events, result, video = run(go())
+    _handle, events, result, video = run(go())
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "Queued" and kinds[-1] == "Completed" and "InProgress" in kinds
     assert any(e.logs for e in events if isinstance(e, fal_client.InProgress))
@@ -52,9 +52,7 @@ def test_submit_status_with_logs_and_result(emulator, tmp_path):
 def test_ten_second_portrait_output_keeps_aspect(emulator, tmp_path):
     async def go():
         client = fal_client.AsyncClient(key="k")
-        handle = await client.submit(
-            ENDPOINT_ID, {"prompt": "p", "image_url": data_uri((400, 800)), "duration": "10"}
-        )
+        handle = await client.submit(ENDPOINT_ID, {"prompt": "p", "image_url": data_uri((400, 800)), "duration": "10"})
         return await handle.get(interval=0.1)
 
     result = run(go())
@@ -68,9 +66,7 @@ def test_ten_second_portrait_output_keeps_aspect(emulator, tmp_path):
 def test_invalid_input_answers_422_with_fal_details(emulator):
     async def go():
         client = fal_client.AsyncClient(key="k")
-        await client.submit(
-            ENDPOINT_ID, {"prompt": "x" * 2001, "image_url": data_uri((200, 200)), "duration": "7"}
-        )
+        await client.submit(ENDPOINT_ID, {"prompt": "x" * 2001, "image_url": data_uri((200, 200)), "duration": "7"})
 
     with pytest.raises(fal_client.FalClientHTTPError) as caught:
         run(go())
@@ -104,14 +100,17 @@ def test_cancel_in_queue_then_already_completed(emulator):
 
 def test_completed_with_error_and_model_error_at_result_url(emulator):
     emulator.configure(
-        {"faults": {"job_errors": [{"error": "Runner disconnected", "error_type": "runner_disconnected", "status": 503}]}}
+        {
+            "faults": {
+                "job_errors": [{"error": "Runner disconnected", "error_type": "runner_disconnected", "status": 503}]
+            }
+        }
     )
 
     async def go():
         client = fal_client.AsyncClient(key="k")
         handle = await client.submit(ENDPOINT_ID, {"prompt": "p", "image_url": data_uri()})
-        async for status in handle.iter_events(interval=0.1):
-            pass
+        status = [event async for event in handle.iter_events(interval=0.1)][-1]
         with pytest.raises(fal_client.FalClientHTTPError) as caught:
             await handle.get()
         return status, caught.value

@@ -33,7 +33,9 @@ def test_three_shots_end_to_end(workspace, emulator):
         requests = db.execute(
             "SELECT shot_id, status, cost_usd, duration_seconds, request_id FROM requests ORDER BY shot_id"
         ).fetchall()
-        videos = db.execute("SELECT shot_id, path, duration_seconds, width, height FROM videos ORDER BY shot_id").fetchall()
+        videos = db.execute(
+            "SELECT shot_id, path, duration_seconds, width, height FROM videos ORDER BY shot_id"
+        ).fetchall()
         spend = db.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
     assert [(r[0], r[1], r[2], r[3]) for r in requests] == [
         ("s1", "succeeded", Decimal("0.19"), 6),

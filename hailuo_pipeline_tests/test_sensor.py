@@ -24,7 +24,9 @@ def test_registers_new_shots_and_skips_an_unchanged_manifest(workspace):
     assert list(add.partition_keys) == ["a", "b"]
     assert len(result.run_requests) == 1
     assert {k.to_user_string() for k in result.run_requests[0].asset_selection} == {
-        "source_image", "prompt", "hailuo_video"
+        "source_image",
+        "prompt",
+        "hailuo_video",
     }
     instance.add_dynamic_partitions("shots", list(add.partition_keys))
 
@@ -40,8 +42,10 @@ def test_only_new_rows_are_requested_and_edits_reversion_inputs(workspace):
     make_image(workspace / "images" / "b.jpg")
     write_shots(
         workspace,
-        [{"shot_id": "a", "prompt": "an edited prompt", "image": "images/a.jpg"},
-         {"shot_id": "b", "prompt": "q", "image": "images/b.jpg"}],
+        [
+            {"shot_id": "a", "prompt": "an edited prompt", "image": "images/a.jpg"},
+            {"shot_id": "b", "prompt": "q", "image": "images/b.jpg"},
+        ],
     )
     second = evaluate(instance, first.cursor)
     assert list(second.dynamic_partitions_requests[0].partition_keys) == ["b"]
@@ -54,12 +58,19 @@ def test_only_new_rows_are_requested_and_edits_reversion_inputs(workspace):
 def test_a_doubtful_shot_gets_a_run_of_its_own(workspace):
     write_shots(
         workspace,
-        [{"shot_id": "good1", "prompt": "p"}, {"shot_id": "good2", "prompt": "p"},
-         {"shot_id": "bad", "prompt": "p", "duration": "7"}, {"shot_id": "good3", "prompt": "p"}],
+        [
+            {"shot_id": "good1", "prompt": "p"},
+            {"shot_id": "good2", "prompt": "p"},
+            {"shot_id": "bad", "prompt": "p", "duration": "7"},
+            {"shot_id": "good3", "prompt": "p"},
+        ],
     )
     result = evaluate(DagsterInstance.get(), None)
     keys = sorted(
-        (r.partition_key or f"{r.tags['dagster/asset_partition_range_start']}..{r.tags['dagster/asset_partition_range_end']}")
+        (
+            r.partition_key
+            or f"{r.tags['dagster/asset_partition_range_start']}..{r.tags['dagster/asset_partition_range_end']}"
+        )
         for r in result.run_requests
     )
     assert keys == ["bad", "good1..good2", "good3"]

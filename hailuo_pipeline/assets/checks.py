@@ -1,6 +1,5 @@
 """Asset checks on hailuo_video: what was delivered is what was paid for, at the published price."""
 
-
 from pathlib import Path
 
 from dagster import AssetCheckResult, AssetCheckSeverity, asset_check

@@ -1,6 +1,5 @@
 """source_image and prompt: a shot's validated inputs, versioned by their content."""
 
-
 import hashlib
 
 from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset

@@ -1,6 +1,5 @@
 """cost_report: spend today, this month and all time, from the catalog, plotted across materializations."""
 
-
 import pandas as pd
 from dagster import (
     AssetExecutionContext,

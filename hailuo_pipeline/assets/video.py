@@ -1,13 +1,12 @@
 """hailuo_video: one paid Hailuo 2.3 Fast video per shot, delivered, verified and recorded."""
 
-
 import asyncio
 import os
 
 from dagster import (
     AssetExecutionContext,
-    Backoff,
     BackfillPolicy,
+    Backoff,
     Config,
     DagsterExecutionInterruptedError,
     Jitter,

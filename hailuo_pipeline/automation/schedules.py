@@ -1,6 +1,5 @@
 """The nightly sweep: missing and failed shots, as many as the remaining daily budget affords."""
 
-
 import os
 from decimal import Decimal
 

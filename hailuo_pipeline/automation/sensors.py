@@ -1,6 +1,5 @@
 """The manifest sensor: new rows become partitions and runs; an unchanged manifest costs one hash."""
 
-
 import hashlib
 
 from dagster import (

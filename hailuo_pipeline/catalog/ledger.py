@@ -244,11 +244,25 @@ class RequestLedger:
         conn.execute(
             "INSERT INTO requests (request_key, shot_id, take, fingerprint, endpoint, arguments_json, "
             "duration_seconds, status, run_id, partition_key, owner, heartbeat_at, created_at, price_id, "
-            "price_usd, reserved_usd, possible_double_charge) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "price_usd, reserved_usd, possible_double_charge) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                key, request.shot_id, take_row[0] if take_row else 1, request.fingerprint, request.endpoint,
-                json.dumps(request.arguments, sort_keys=True), request.duration_seconds, Status.RESERVED.value,
-                request.run_id, request.partition_key, request.owner, now, now, price_id, price, price,
+                key,
+                request.shot_id,
+                take_row[0] if take_row else 1,
+                request.fingerprint,
+                request.endpoint,
+                json.dumps(request.arguments, sort_keys=True),
+                request.duration_seconds,
+                Status.RESERVED.value,
+                request.run_id,
+                request.partition_key,
+                request.owner,
+                now,
+                now,
+                price_id,
+                price,
+                price,
                 possible_double_charge,
             ],
         )
@@ -286,23 +300,31 @@ class RequestLedger:
         with self.catalog.connect() as conn:
             now = utcnow()
             conn.execute(
-                "UPDATE requests SET status = ?, result_json = ?, video_url = ?, completed_at = coalesce(completed_at, ?), "
+                "UPDATE requests SET status = ?, result_json = ?, video_url = ?, "
+                "completed_at = coalesce(completed_at, ?), "
                 "started_at = coalesce(started_at, ?), "
                 "inference_seconds = coalesce(?, inference_seconds), "
                 "queue_seconds = epoch(coalesce(started_at, ?) - submitted_at), "
                 "cost_usd = price_usd, reserved_usd = 0 "
                 "WHERE request_key = ? AND status IN (?, ?, ?, ?)",
                 [
-                    Status.COMPLETED.value, json.dumps(result), video_url, now, now, inference_seconds, now,
-                    request_key, Status.RESERVED.value, Status.SUBMITTED.value, Status.IN_QUEUE.value,
+                    Status.COMPLETED.value,
+                    json.dumps(result),
+                    video_url,
+                    now,
+                    now,
+                    inference_seconds,
+                    now,
+                    request_key,
+                    Status.RESERVED.value,
+                    Status.SUBMITTED.value,
+                    Status.IN_QUEUE.value,
                     Status.IN_PROGRESS.value,
                 ],
             )
             self._event(conn, request_key, Status.COMPLETED, video_url)
 
-    def mark_failed(
-        self, request_key: str, error_type: str, message: str, *, possibly_charged: bool = False
-    ) -> None:
+    def mark_failed(self, request_key: str, error_type: str, message: str, *, possibly_charged: bool = False) -> None:
         self._finish(request_key, Status.FAILED, error_type, message, possibly_charged=possibly_charged)
 
     def mark_cancelled(self, request_key: str, message: str) -> None:
@@ -321,15 +343,26 @@ class RequestLedger:
                 "completed_at = coalesce(completed_at, ?), reserved_usd = 0, cost_usd = 0 "
                 "WHERE request_key = ? AND status NOT IN (?, ?)",
                 [
-                    status.value, error_type, message[:4000], possibly_charged, utcnow(), request_key,
-                    Status.COMPLETED.value, Status.SUCCEEDED.value,
+                    status.value,
+                    error_type,
+                    message[:4000],
+                    possibly_charged,
+                    utcnow(),
+                    request_key,
+                    Status.COMPLETED.value,
+                    Status.SUCCEEDED.value,
                 ],
             )
             self._event(conn, request_key, status, f"{error_type}: {message[:500]}")
 
     def _transition(
-        self, conn: duckdb.DuckDBPyConnection, request_key: str, status: Status, message: str,
-        *, possible_double_charge: bool = False,
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        request_key: str,
+        status: Status,
+        message: str,
+        *,
+        possible_double_charge: bool = False,
     ) -> None:
         conn.execute(
             "UPDATE requests SET status = ?, error_type = ?, error_message = ?, "
@@ -353,9 +386,19 @@ class RequestLedger:
                 conn.execute(
                     "INSERT INTO videos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        video.request_id, video.request_key, video.shot_id, video.path, video.sha256, video.bytes,
-                        video.width, video.height, video.fps, video.frames, video.duration_seconds,
-                        video.source_url, utcnow(),
+                        video.request_id,
+                        video.request_key,
+                        video.shot_id,
+                        video.path,
+                        video.sha256,
+                        video.bytes,
+                        video.width,
+                        video.height,
+                        video.fps,
+                        video.frames,
+                        video.duration_seconds,
+                        video.source_url,
+                        utcnow(),
                     ],
                 )
             conn.execute(
@@ -384,7 +427,13 @@ class RequestLedger:
                 _row(r)
                 for r in conn.execute(
                     f"SELECT {_ROW_COLUMNS} FROM requests WHERE run_id = ? AND status IN (?, ?, ?, ?)",
-                    [run_id, Status.SUBMITTED.value, Status.IN_QUEUE.value, Status.IN_PROGRESS.value, Status.RESERVED.value],
+                    [
+                        run_id,
+                        Status.SUBMITTED.value,
+                        Status.IN_QUEUE.value,
+                        Status.IN_PROGRESS.value,
+                        Status.RESERVED.value,
+                    ],
                 ).fetchall()
             ]
 
@@ -395,6 +444,4 @@ class RequestLedger:
 
     @staticmethod
     def _event(conn: duckdb.DuckDBPyConnection, request_key: str, status: Status, detail: str | None) -> None:
-        conn.execute(
-            "INSERT INTO request_events VALUES (?, ?, ?, ?)", [request_key, status.value, utcnow(), detail]
-        )
+        conn.execute("INSERT INTO request_events VALUES (?, ?, ?, ?)", [request_key, status.value, utcnow(), detail])

@@ -73,8 +73,7 @@ def build_report(catalog: Catalog, budget: Budget, today: date | None = None, da
         names = [d[0] for d in conn.description]
         by_duration = conn.execute(BY_DURATION_SQL).df()
         by_day = conn.execute(
-            "SELECT day, requests, succeeded, failed, cancelled, spend_usd FROM spend_by_day "
-            "ORDER BY day DESC LIMIT ?",
+            "SELECT day, requests, succeeded, failed, cancelled, spend_usd FROM spend_by_day ORDER BY day DESC LIMIT ?",
             [days],
         ).df()
     summary = {name: _plain(value) for name, value in zip(names, row or (), strict=True)}

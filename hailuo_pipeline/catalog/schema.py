@@ -190,10 +190,14 @@ def seed_prices(conn: duckdb.DuckDBPyConnection) -> None:
     """Insert the published prices that the catalog does not have yet; never rewrite a price."""
     for row in published_prices():
         conn.execute(
-            "INSERT INTO prices SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
-            "(SELECT 1 FROM prices WHERE price_id = ?)",
+            "INSERT INTO prices SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM prices WHERE price_id = ?)",
             [
-                row["price_id"], row["endpoint"], int(row["duration_seconds"]), row["usd"],
-                row["effective_from"], row["source"], row["price_id"],
+                row["price_id"],
+                row["endpoint"],
+                int(row["duration_seconds"]),
+                row["usd"],
+                row["effective_from"],
+                row["source"],
+                row["price_id"],
             ],
         )

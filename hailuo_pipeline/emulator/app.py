@@ -16,7 +16,10 @@ from starlette.routing import Route
 
 from hailuo_pipeline.emulator.state import EmulatorState, Job, ValidationFailed, validate_arguments
 
-INGRESS_PAGE = "<html><head><title>{code}</title></head><body><center><h1>{code}</h1></center><hr><center>nginx</center></body></html>"
+INGRESS_PAGE = (
+    "<html><head><title>{code}</title></head><body><center><h1>{code}</h1></center>"
+    "<hr><center>nginx</center></body></html>"
+)
 
 
 def _fault_response(code: int) -> Response:
@@ -90,7 +93,11 @@ def build_app(state: EmulatorState) -> Starlette:
         now = time.monotonic()
         phase = job.phase(now)
         owner, alias = request.path_params["owner"], request.path_params["alias"]
-        payload: dict[str, Any] = {"status": phase, "request_id": job.request_id, **_urls(request, owner, alias, job.request_id)}
+        payload: dict[str, Any] = {
+            "status": phase,
+            "request_id": job.request_id,
+            **_urls(request, owner, alias, job.request_id),
+        }
         with_logs = request.query_params.get("logs", "0").lower() in ("1", "true")
         if phase == "IN_QUEUE":
             payload["queue_position"] = state.queue_position(job, now)
@@ -122,7 +129,10 @@ def build_app(state: EmulatorState) -> Starlette:
             return JSONResponse({"detail": "Request was cancelled", "error_type": "request_cancelled"}, 400)
         if job.error is not None:
             error = job.error
-            body = error.get("body") or {"detail": error.get("error", "Model error"), "error_type": error.get("error_type")}
+            body = error.get("body") or {
+                "detail": error.get("error", "Model error"),
+                "error_type": error.get("error_type"),
+            }
             return JSONResponse(
                 body,
                 status_code=int(error.get("status", 500)),
@@ -168,9 +178,7 @@ def build_app(state: EmulatorState) -> Starlette:
                     await asyncio.sleep(len(chunk) / rate)
                 yield chunk
 
-        return StreamingResponse(
-            chunks(), media_type="video/mp4", headers={"content-length": str(len(data))}
-        )
+        return StreamingResponse(chunks(), media_type="video/mp4", headers={"content-length": str(len(data))})
 
     async def stats(request: Request) -> Response:
         return JSONResponse(state.stats())

@@ -252,8 +252,7 @@ class EmulatorState:
     def queue_position(self, job: Job, now: float) -> int:
         with self.lock:
             return sum(
-                1 for other in self.jobs.values()
-                if other.created < job.created and other.phase(now) == "IN_QUEUE"
+                1 for other in self.jobs.values() if other.created < job.created and other.phase(now) == "IN_QUEUE"
             )
 
     def result_ttl(self, job: Job) -> float:

@@ -44,4 +44,6 @@ class FalResource(ConfigurableResource):
         image: ImageInput = request.image
         if len(image.data) <= self.inline_image_max_bytes:
             return fal_client.encode(image.data, image.content_type)
-        return await client.upload(image.data, image.content_type, file_name=f"{request.shot_id}.{image.format.lower()}")
+        return await client.upload(
+            image.data, image.content_type, file_name=f"{request.shot_id}.{image.format.lower()}"
+        )

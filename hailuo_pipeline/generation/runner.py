@@ -235,7 +235,9 @@ class ShotGenerator:
             )
         except NOT_SENT as exc:
             await asyncio.to_thread(self.ledger.mark_failed, row.request_key, "not_sent", repr(exc))
-            raise TransientShotFailure(request.shot_id, f"could not reach fal ({exc!r}); nothing was submitted")
+            raise TransientShotFailure(
+                request.shot_id, f"could not reach fal ({exc!r}); nothing was submitted"
+            ) from exc
         except httpx.TransportError as exc:  # sent, but no answer: fal may have a job we cannot see
             await asyncio.to_thread(self.ledger.mark_ambiguous, row.request_key, f"submit got no answer: {exc!r}")
             raise PermanentShotFailure(
@@ -280,7 +282,8 @@ class ShotGenerator:
                         ) from exc
                     if errors >= self.fal.max_poll_errors:
                         raise TransientShotFailure(
-                            request.shot_id, f"{errors} status polls in a row failed ({exc!r}); the request is resumable"
+                            request.shot_id,
+                            f"{errors} status polls in a row failed ({exc!r}); the request is resumable",
                         ) from exc
                     self.log.warning(f"{request.shot_id}: status poll failed ({exc!r}); trying again")
                     await asyncio.sleep(interval)
@@ -327,8 +330,11 @@ class ShotGenerator:
             except fal_client.FalClientHTTPError as exc:
                 if exc.status_code == 404:
                     await asyncio.to_thread(
-                        self.ledger.mark_failed, row.request_key, "result_expired",
-                        "fal no longer has the result (kept 1 h, 6 min when 10 KB or more)", possibly_charged=True,
+                        self.ledger.mark_failed,
+                        row.request_key,
+                        "result_expired",
+                        "fal no longer has the result (kept 1 h, 6 min when 10 KB or more)",
+                        possibly_charged=True,
                     )
                     raise PermanentShotFailure(
                         request.shot_id,
@@ -367,7 +373,9 @@ class ShotGenerator:
         failure = PermanentShotFailure if permanent else TransientShotFailure
         raise failure(request.shot_id, message + ("" if permanent else "; a new attempt will submit again"))
 
-    async def _deliver(self, request: ShotRequest, row: RequestRow, outcome: ShotOutcome, video_url: str | None) -> None:
+    async def _deliver(
+        self, request: ShotRequest, row: RequestRow, outcome: ShotOutcome, video_url: str | None
+    ) -> None:
         """Download (again, if need be) from the stored result URL; never resubmit for a download problem."""
         current = await asyncio.to_thread(self.ledger.get, row.request_key)
         assert current is not None and current.request_id is not None
@@ -451,8 +459,8 @@ def _describe(detail: Any) -> str:
     if isinstance(detail, list):
         return "; ".join(
             f"{'.'.join(str(p) for p in item.get('loc', [])[1:]) or 'input'}: {item.get('msg')} ({item.get('type')})"
-            if isinstance(item, dict) else str(item)
+            if isinstance(item, dict)
+            else str(item)
             for item in detail
         )
     return str(detail)[:500]
-
