@@ -3,6 +3,7 @@ fails the step by name without losing the others."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,25 +19,28 @@ class PartitionOutcome:
     retryable: bool = False
 
 
-def finish_partitions(context: AssetExecutionContext, outcomes: dict[str, PartitionOutcome]) -> MaterializeResult:
-    """Return the step's result, or record the successes and raise a Failure naming the failures."""
+def finish_partitions(
+    context: AssetExecutionContext, outcomes: dict[str, PartitionOutcome]
+) -> Iterator[MaterializeResult | AssetMaterialization]:
+    """Yield the step's result, or yield the successes' materializations and raise a Failure naming the
+    failures (yielded, not logged: events logged by a step that then raises are not kept)."""
     failed = {key: o for key, o in outcomes.items() if o.error is not None}
     succeeded = {key: o for key, o in outcomes.items() if o.error is None}
     if not failed:
         if len(outcomes) == 1:
             (only,) = outcomes.values()
             version = DataVersion(only.data_version) if only.data_version else None
-            return MaterializeResult(metadata=only.metadata, data_version=version)
+            yield MaterializeResult(metadata=only.metadata, data_version=version)
+            return
         for key, outcome in succeeded.items():
             context.add_asset_metadata(outcome.metadata, partition_key=key)
-        return MaterializeResult()
+        yield MaterializeResult()
+        return
     for key, outcome in succeeded.items():
         tags = {}
         if outcome.data_version:
             tags = {DATA_VERSION_TAG: outcome.data_version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
-        context.log_event(
-            AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=outcome.metadata, tags=tags)
-        )
+        yield AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=outcome.metadata, tags=tags)
     lines = [f"{key}: {outcome.error}" for key, outcome in sorted(failed.items())]
     retryable = any(outcome.retryable for outcome in failed.values())
     raise Failure(

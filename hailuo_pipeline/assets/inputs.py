@@ -47,7 +47,7 @@ def source_image(context: AssetExecutionContext, shots: ShotsResource):
             },
             data_version=image.sha256,
         )
-    return finish_partitions(context, outcomes)
+    yield from finish_partitions(context, outcomes)
 
 
 @asset(
@@ -79,4 +79,4 @@ def prompt(context: AssetExecutionContext, shots: ShotsResource):
             },
             data_version=version,
         )
-    return finish_partitions(context, outcomes)
+    yield from finish_partitions(context, outcomes)

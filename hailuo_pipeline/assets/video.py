@@ -9,6 +9,7 @@ from dagster import (
     Backoff,
     Config,
     DagsterExecutionInterruptedError,
+    Failure,
     Jitter,
     MetadataValue,
     RetryPolicy,
@@ -125,10 +126,14 @@ def hailuo_video(
 
     try:
         results = asyncio.run(generate())
-    except DagsterExecutionInterruptedError:
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
         cancelled = asyncio.run(cancel())
-        context.log.warning(f"run terminated: cancelled {len(cancelled)} fal request(s) {cancelled}")
-        raise
+        # Not re-raised: Dagster answers an interrupt with the retry policy, and a retry of cancelled
+        # requests would pay again. A terminated run ends here.
+        raise Failure(
+            description=f"run terminated: cancelled {len(cancelled)} fal request(s) at fal: {', '.join(cancelled)}",
+            allow_retries=False,
+        ) from interrupt
     for outcome in results:
         if outcome.ok:
             outcomes[outcome.shot_id] = PartitionOutcome(metadata=shot_metadata(outcome))
@@ -137,4 +142,4 @@ def hailuo_video(
             outcomes[outcome.shot_id] = PartitionOutcome(
                 error=str(failure), retryable=bool(failure is not None and not failure.permanent)
             )
-    return finish_partitions(context, outcomes)
+    yield from finish_partitions(context, outcomes)

@@ -227,14 +227,14 @@ class RequestLedger:
         ).fetchone()
         if budget.total_usd is not None and Decimal(total) + price > budget.total_usd:
             raise BudgetExceededError(
-                f"shot {request.shot_id!r}: total budget ${budget.total_usd} would be exceeded "
-                f"(${Decimal(total):.2f} spent or reserved, this video costs ${price}); "
+                f"total budget ${budget.total_usd:.2f} would be exceeded "
+                f"(${Decimal(total):.2f} spent or reserved, this video costs ${price:.2f}); "
                 "raise budget.total_usd or wait for reservations to settle"
             )
         if budget.daily_usd is not None and Decimal(today) + price > budget.daily_usd:
             raise BudgetExceededError(
-                f"shot {request.shot_id!r}: daily budget ${budget.daily_usd} would be exceeded "
-                f"(${Decimal(today):.2f} spent or reserved today UTC, this video costs ${price}); "
+                f"daily budget ${budget.daily_usd:.2f} would be exceeded "
+                f"(${Decimal(today):.2f} spent or reserved today UTC, this video costs ${price:.2f}); "
                 "raise budget.daily_usd or run again tomorrow"
             )
         take_row = conn.execute(

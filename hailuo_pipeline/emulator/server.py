@@ -48,6 +48,7 @@ class EmulatorServer:
             ssl_certfile=str(self.tls.cert),
             ssl_keyfile=str(self.tls.key),
             log_level="warning",
+            lifespan="off",
             access_log=False,
         )
         self._server = uvicorn.Server(config)

@@ -16,7 +16,7 @@ from hailuo_pipeline.shots.manifest import FALSE_WORDS, TRUE_WORDS, Shot
 ACCEPTED_MODES = {"RGB", "L", "P"}  # P (palette) only without transparency
 
 
-class ShotInputError(ValueError):
+class ShotInputError(Exception):
     """A shot's input the model would refuse; never worth a request or a retry."""
 
     def __init__(self, shot_id: str, problem: str, fix: str) -> None:

@@ -1,0 +1,48 @@
+"""Small helpers shared by tests: waiting on a condition, reading the catalog, running `hailuo`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def query(data_dir: Path, sql: str, params: list | None = None) -> list[tuple]:
+    from hailuo_pipeline.catalog.store import Catalog
+
+    with Catalog(data_dir / "catalog.duckdb").connect(read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchall()
+
+
+def open_catalog(data_dir: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(data_dir / "catalog.duckdb"), read_only=True)
+
+
+def hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    env = {**env, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hailuo_pipeline.cli", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

@@ -1,0 +1,176 @@
+"""Never pay twice, never lose a paid video: each failure injected at the emulator, each outcome
+checked against the emulator's submission counts and the catalog."""
+
+from __future__ import annotations
+
+import os
+import signal
+from decimal import Decimal
+
+import pytest
+
+from hailuo_pipeline.cli import materialize, sync
+from hailuo_pipeline_tests.helpers import hailuo, query, wait_for
+from hailuo_pipeline_tests.shots import write_shots
+
+ONE = [{"shot_id": "s1", "prompt": "the tide comes in"}]
+
+
+def requests(data, columns="shot_id, status, cost_usd"):
+    return query(data, f"SELECT {columns} FROM requests ORDER BY created_at")
+
+
+def test_429_storm_on_submit(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"http": {"submit": [429, 429, 429, 429]}}})
+    assert materialize()["succeeded"] == ["s1"]
+    stats = emulator.stats()
+    assert stats["submissions"] == 1 and stats["calls"]["submit"] == 5
+    assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
+
+
+def test_5xx_on_status_polls(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"http": {"status": [503, 503, 500, 502, 500]}}})
+    assert materialize()["succeeded"] == ["s1"]
+    assert emulator.stats()["submissions"] == 1
+    assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
+
+
+def test_transient_completed_with_error_is_retried_by_dagster(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure(
+        {
+            "faults": {
+                "job_errors": [{"error": "Runner disconnected", "error_type": "runner_disconnected", "status": 503}]
+            }
+        }
+    )
+    assert materialize()["succeeded"] == ["s1"]
+    assert emulator.stats()["submissions"] == 2
+    assert requests(workspace, "status, cost_usd, error_type") == [
+        ("failed", Decimal("0"), "runner_disconnected"),
+        ("succeeded", Decimal("0.19"), None),
+    ]
+
+
+def test_content_policy_failure_is_not_retried(workspace, emulator):
+    write_shots(workspace, ONE)
+    detail = [{"loc": ["body", "prompt"], "msg": "Prompt was flagged", "type": "content_policy_violation"}]
+    emulator.configure(
+        {
+            "faults": {
+                "job_errors": [
+                    {
+                        "error": "Content policy violation",
+                        "error_type": "content_policy_violation",
+                        "status": 422,
+                        "body": {"detail": detail},
+                    },
+                ]
+            }
+        }
+    )
+    summary = materialize()
+    assert summary["succeeded"] == []
+    assert "content_policy_violation" in summary["failed"]["s1"]
+    assert emulator.stats()["submissions"] == 1
+    assert requests(workspace, "status, cost_usd, possibly_charged, error_type") == [
+        ("failed", Decimal("0"), True, "content_policy_violation")
+    ]
+
+
+def test_truncated_download_is_fetched_again_not_resubmitted(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"truncate_downloads": 1}})
+    assert materialize()["succeeded"] == ["s1"]
+    stats = emulator.stats()
+    assert stats["submissions"] == 1 and stats["calls"]["download"] == 2
+    ((size, path),) = query(workspace, "SELECT bytes, path FROM videos")
+    assert os.path.getsize(path) == size
+
+
+def test_budget_exhausted_mid_batch(workspace, emulator, monkeypatch):
+    monkeypatch.setenv("HAILUO_TOTAL_BUDGET_USD", "0.40")
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(1, 4)])
+    summary = materialize()
+    assert len(summary["succeeded"]) == 2
+    ((refused, reason),) = summary["failed"].items()
+    assert "total budget $0.40 would be exceeded" in reason
+    assert emulator.stats()["submissions"] == 2
+    assert query(workspace, "SELECT sum(cost_usd), sum(reserved_usd) FROM requests") == [
+        (Decimal("0.38"), Decimal("0"))
+    ]
+
+
+def test_daily_budget_refuses_before_submitting(workspace, emulator, monkeypatch):
+    monkeypatch.setenv("HAILUO_DAILY_BUDGET_USD", "0.30")
+    write_shots(workspace, [{"shot_id": "long", "prompt": "p", "duration": "10"}])
+    summary = materialize()
+    assert "daily budget $0.30 would be exceeded" in summary["failed"]["long"]
+    assert emulator.stats()["submissions"] == 0
+    assert query(workspace, "SELECT count(*) FROM requests") == [(0,)]
+
+
+def test_unanswered_submit_is_ambiguous_and_resubmitted_only_on_request(workspace, emulator, monkeypatch):
+    monkeypatch.setenv("HAILUO_FAL_SUBMIT_TIMEOUT_SECONDS", "1.5")
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"hang_submits": 1, "hang_seconds": 30}})
+    first = materialize()
+    assert "resubmit_ambiguous" in first["failed"]["s1"]
+    assert emulator.stats()["submissions"] == 1  # fal did create (and would bill) a job
+    assert requests(workspace, "status, possible_double_charge, reserved_usd") == [("ambiguous", True, Decimal("0.19"))]
+    second = materialize(["s1"])
+    assert "resubmit_ambiguous" in second["failed"]["s1"]
+    assert emulator.stats()["submissions"] == 1
+    third = materialize(["s1"], resubmit_ambiguous=True)
+    assert third["succeeded"] == ["s1"]
+    assert emulator.stats()["submissions"] == 2
+    assert requests(workspace, "status, possible_double_charge") == [("ambiguous", True), ("succeeded", True)]
+
+
+def test_killed_mid_poll_then_run_again_pays_once(workspace, emulator, subprocess_env):
+    write_shots(workspace, ONE)
+    emulator.configure({"latency": {"queue_seconds": 4.0, "inference_seconds": 0.5}})
+    child = hailuo(["materialize"], subprocess_env, workspace.parent)
+    wait_for(lambda: emulator.stats()["calls"].get("status", 0) >= 1, what="the first status poll")
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert requests(workspace, "status") in ([("submitted",)], [("in_queue",)])
+
+    assert materialize(["s1"])["succeeded"] == ["s1"]
+    assert emulator.stats()["submissions"] == 1
+    assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
+    assert query(workspace, "SELECT count(*) FROM videos") == [(1,)]
+
+
+def test_same_shot_in_two_runs_started_together_submits_once(workspace, emulator, subprocess_env):
+    write_shots(workspace, ONE)
+    sync(__import__("dagster").DagsterInstance.get())
+    emulator.configure({"latency": {"queue_seconds": 1.0, "inference_seconds": 0.5}})
+    children = [hailuo(["materialize", "--shot", "s1"], subprocess_env, workspace.parent) for _ in range(2)]
+    outputs = [child.communicate(timeout=180)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    assert emulator.stats()["submissions"] == 1
+    assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
+    assert query(workspace, "SELECT count(*) FROM videos") == [(1,)]
+
+
+def test_terminated_run_cancels_its_request_at_fal(workspace, emulator, subprocess_env):
+    write_shots(workspace, ONE)
+    emulator.configure({"latency": {"queue_seconds": 60.0}})
+    child = hailuo(["materialize"], subprocess_env, workspace.parent)
+    wait_for(lambda: emulator.stats()["calls"].get("status", 0) >= 1, what="the first status poll")
+    child.send_signal(signal.SIGTERM)
+    output = child.communicate(timeout=60)[0]
+    ((request_id, status, cost),) = requests(workspace, "request_id, status, cost_usd")
+    assert emulator.stats()["cancelled"] == [request_id], output
+    assert (status, cost) == ("cancelled", Decimal("0"))
+
+
+@pytest.mark.parametrize("force", [False])
+def test_rerun_after_success_makes_no_request(workspace, emulator, force):
+    write_shots(workspace, ONE)
+    materialize()
+    materialize(["s1"], new_take=force)
+    assert emulator.stats()["submissions"] == 1
