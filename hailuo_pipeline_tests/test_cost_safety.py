@@ -96,6 +96,7 @@ def test_budget_exhausted_mid_batch(workspace, emulator, monkeypatch):
     summary = materialize()
     assert len(summary["succeeded"]) == 2
     ((refused, reason),) = summary["failed"].items()
+    assert refused not in summary["succeeded"]
     assert "total budget $0.40 would be exceeded" in reason
     assert emulator.stats()["submissions"] == 2
     assert query(workspace, "SELECT sum(cost_usd), sum(reserved_usd) FROM requests") == [
