@@ -175,3 +175,24 @@ def test_rerun_after_success_makes_no_request(workspace, emulator, force):
     materialize()
     materialize(["s1"], new_take=force)
     assert emulator.stats()["submissions"] == 1
+
+
+def test_terminated_after_fal_completed_still_delivers_the_paid_video(workspace, emulator, subprocess_env):
+    import time as clock
+
+    write_shots(workspace, ONE)
+    emulator.configure({"latency": {"queue_seconds": 0.3, "inference_seconds": 0.3}})
+    env = {**subprocess_env, "HAILUO_FAL_POLL_INTERVAL_SECONDS": "20"}  # asleep between polls when terminated
+    child = hailuo(["materialize"], env, workspace.parent)
+    wait_for(lambda: emulator.stats()["calls"].get("status", 0) >= 1, what="the first status poll")
+    wait_for(
+        lambda: [j for j in emulator.jobs.values() if j.phase(clock.monotonic()) == "COMPLETED"],
+        what="the job to complete at fal",
+    )
+    child.send_signal(signal.SIGTERM)
+    output = child.communicate(timeout=60)[0]
+    assert emulator.stats()["cancelled"] == [], output
+    assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))], output
+    ((path,),) = query(workspace, "SELECT path FROM videos")
+    assert os.path.exists(path)
+    assert emulator.stats()["submissions"] == 1

@@ -1,0 +1,92 @@
+"""Staleness after an edit, the sensor at 10,000 rows, and the nightly sweep's run requests."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+from decimal import Decimal
+
+from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from hailuo_pipeline.automation.schedules import nightly_sweep
+from hailuo_pipeline.automation.sensors import shots_manifest_sensor
+from hailuo_pipeline.cli import materialize
+from hailuo_pipeline.definitions import build_definitions
+from hailuo_pipeline_tests.helpers import query
+from hailuo_pipeline_tests.shots import make_image, write_shots
+
+
+def video_status(instance: DagsterInstance, shot_id: str) -> StaleStatus:
+    from hailuo_pipeline.assets.inputs import prompt, source_image
+    from hailuo_pipeline.assets.video import hailuo_video
+
+    resolver = get_stale_status_resolver(instance, [source_image, prompt, hailuo_video])
+    return resolver.get_status(AssetKey("hailuo_video"), shot_id)
+
+
+def test_prompt_edit_marks_the_video_stale_and_a_new_take_keeps_the_old(workspace, emulator):
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "first prompt"}])
+    materialize()
+    instance = DagsterInstance.get()
+    assert video_status(instance, "s1") == StaleStatus.FRESH
+
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "an edited prompt", "image": "images/s1.jpg"}])
+    defs = build_definitions()
+    context = build_sensor_context(instance=instance, cursor=None, resources=defs.resources)
+    result = shots_manifest_sensor(context)
+    (edit,) = result.run_requests
+    assert edit.partition_key == "s1"
+    defs.resolve_job_def("shot_inputs").execute_in_process(instance=instance, partition_key="s1")
+    assert video_status(instance, "s1") == StaleStatus.STALE
+    assert emulator.stats()["submissions"] == 1  # an edit alone never pays
+
+    assert materialize(["s1"])["succeeded"] == ["s1"]
+    assert video_status(instance, "s1") == StaleStatus.FRESH
+    assert emulator.stats()["submissions"] == 2
+    assert query(workspace, "SELECT take, status, cost_usd FROM requests ORDER BY take") == [
+        (1, "succeeded", Decimal("0.19")),
+        (2, "succeeded", Decimal("0.19")),
+    ]
+    assert query(workspace, "SELECT count(*) FROM videos") == [(2,)]
+
+
+def test_sensor_registers_a_10000_row_manifest_in_runs_of_100(workspace):
+    make_image(workspace / "images" / "still.jpg")
+    with (workspace / "shots.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["shot_id", "image", "prompt", "duration"])
+        for i in range(10_000):
+            writer.writerow([f"shot-{i:05d}", "images/still.jpg", f"prompt {i}", "10" if i % 3 == 0 else "6"])
+    instance = DagsterInstance.get()
+    context = build_sensor_context(instance=instance, cursor=None, resources=build_definitions().resources)
+    result = shots_manifest_sensor(context)
+    (add,) = result.dynamic_partitions_requests
+    assert len(add.partition_keys) == 10_000
+    assert len(result.run_requests) == 100
+    first = result.run_requests[0].tags
+    assert (first["dagster/asset_partition_range_start"], first["dagster/asset_partition_range_end"]) == (
+        "shot-00000",
+        "shot-00099",
+    )
+    assert query(workspace, "SELECT count(*) FROM shots") == [(10_000,)]
+
+
+def test_nightly_sweep_requests_missing_and_failed_shots_within_the_daily_budget(workspace, emulator, monkeypatch):
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"p{i}"} for i in range(1, 6)])
+    emulator.configure({"faults": {"job_errors": [{"error": "flagged", "error_type": "content_policy_violation",
+                                                   "status": 422}]}})
+    materialize(["s1", "s2"])  # s1 fails (content policy), s2 succeeds; s3..s5 were never run
+    monkeypatch.setenv("HAILUO_DAILY_BUDGET_USD", "0.60")  # $0.19 spent: room for two more 6 s videos
+    defs = build_definitions()
+    context = build_schedule_context(
+        instance=DagsterInstance.get(), scheduled_execution_time=datetime(2026, 11, 29, 3, 0),
+        resources=defs.resources,
+    )
+    requests = list(nightly_sweep(context))
+    keys = [r.partition_key or r.tags["dagster/asset_partition_range_start"] + ".." +
+            r.tags["dagster/asset_partition_range_end"] for r in requests]
+    assert keys == ["s1", "s3"]
+    assert all({k.to_user_string() for k in r.asset_selection} == {"source_image", "prompt", "hailuo_video"}
+               for r in requests)
