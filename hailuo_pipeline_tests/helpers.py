@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,10 +28,6 @@ def query(data_dir: Path, sql: str, params: list | None = None) -> list[tuple]:
 
     with Catalog(data_dir / "catalog.duckdb").connect(read_only=True) as conn:
         return conn.execute(sql, params or []).fetchall()
-
-
-def open_catalog(data_dir: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(data_dir / "catalog.duckdb"), read_only=True)
 
 
 def hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:

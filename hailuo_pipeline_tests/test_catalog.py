@@ -6,7 +6,6 @@ import json
 import multiprocessing
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -27,8 +26,15 @@ def test_migrates_an_empty_file_to_the_latest_version(tmp_path):
         views = {r[0] for r in conn.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert versions == [m[0] for m in MIGRATIONS] and versions[-1] == LATEST_VERSION
     assert prices == [(6, Decimal("0.1900")), (10, Decimal("0.3200"))]
-    assert {"spend_by_day", "spend_by_month", "spend_by_shot", "spend_by_run", "failed_requests",
-            "cancelled_requests", "latency_percentiles"} <= views
+    assert {
+        "spend_by_day",
+        "spend_by_month",
+        "spend_by_shot",
+        "spend_by_run",
+        "failed_requests",
+        "cancelled_requests",
+        "latency_percentiles",
+    } <= views
 
 
 def test_upgrades_an_older_catalog_in_place_without_losing_rows(tmp_path):
@@ -104,8 +110,14 @@ def _writer(path: str, worker: int, count: int) -> None:
     ledger = RequestLedger(Catalog(path))
     for i in range(count):
         request = NewRequest(
-            shot_id=f"w{worker}-{i}", fingerprint=f"fp-{worker}-{i}", endpoint=ENDPOINT_ID, arguments={"i": i},
-            duration_seconds=6, run_id=f"run-{worker}", partition_key=f"w{worker}-{i}", owner=f"worker-{worker}",
+            shot_id=f"w{worker}-{i}",
+            fingerprint=f"fp-{worker}-{i}",
+            endpoint=ENDPOINT_ID,
+            arguments={"i": i},
+            duration_seconds=6,
+            run_id=f"run-{worker}",
+            partition_key=f"w{worker}-{i}",
+            owner=f"worker-{worker}",
         )
         row = ledger.claim(request, Budget()).row
         ledger.mark_submitted(row.request_key, f"fal-{worker}-{i}")
@@ -125,7 +137,9 @@ def test_four_processes_writing_at_once_lose_nothing(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     with Catalog(path).connect(read_only=True) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT request_id), sum(cost_usd) FROM requests").fetchone() == (
-            100, 100, Decimal("19.0000")
+            100,
+            100,
+            Decimal("19.0000"),
         )
         assert conn.execute("SELECT count(*) FROM request_events").fetchone() == (400,)
         assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (LATEST_VERSION,)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 from dagster import DagsterInstance
 
 from hailuo_pipeline.assets.checks import costs_match_price_table, videos_match_requests
+from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.cli import materialize
 from hailuo_pipeline.resources import CatalogResource
 from hailuo_pipeline_tests.helpers import query
@@ -34,7 +34,7 @@ def test_checks_pass_then_catch_a_damaged_video_and_a_wrong_charge(workspace, em
     assert damaged.metadata["problems"].value == 1
     assert "b (" in damaged.metadata["first_problems"].value[0]
 
-    with duckdb.connect(str(workspace / "catalog.duckdb")) as db:
+    with Catalog(workspace / "catalog.duckdb").connect() as db:
         db.execute("UPDATE requests SET cost_usd = 0.19 WHERE shot_id = 'b'")
     wrong = costs_match_price_table(catalog=catalog)
     assert not wrong.passed and wrong.metadata["mismatches"].value == 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.cli import materialize
 from hailuo_pipeline.video.probe import probe_video
 from hailuo_pipeline_tests.shots import write_shots
@@ -20,8 +20,8 @@ THREE_SHOTS = [
 ]
 
 
-def catalog(data: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(data / "catalog.duckdb"), read_only=True)
+def catalog(data: Path):
+    return Catalog(data / "catalog.duckdb").connect(read_only=True)
 
 
 def test_three_shots_end_to_end(workspace, emulator):

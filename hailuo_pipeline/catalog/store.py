@@ -1,8 +1,9 @@
 """Short DuckDB transactions that survive the single-writer file lock.
 
-DuckDB lets one process open the file read-write at a time, so every catalog operation opens,
-commits and closes within milliseconds, retrying with jitter while another process holds the lock.
-No connection is ever held while waiting on fal.
+DuckDB lets one process open the file read-write at a time. Each catalog operation is one short
+transaction; a process keeps its connection for a moment after a transaction (opening costs ~15 ms,
+a transaction ~1 ms) but never longer than `max_hold_seconds` at a stretch, then steps aside so other
+processes, retrying with jitter, get their turn. No connection is held while waiting on fal.
 """
 
 from __future__ import annotations
@@ -12,23 +13,34 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from hailuo_pipeline.catalog.schema import migrate
 
-_process_locks: dict[str, threading.Lock] = {}
-_process_locks_guard = threading.Lock()
-
 
 class CatalogBusyError(RuntimeError):
     """The catalog stayed locked by other processes for longer than the patience allowed."""
 
 
-def _lock_for(path: str) -> threading.Lock:
-    with _process_locks_guard:
-        return _process_locks.setdefault(path, threading.Lock())
+@dataclass
+class _Held:
+    conn: duckdb.DuckDBPyConnection
+    opened_at: float
+    last_used: float
+    closer: threading.Timer | None = None
+
+
+_locks: dict[str, threading.RLock] = {}
+_held: dict[str, _Held] = {}
+_guard = threading.Lock()
+
+
+def _lock_for(path: str) -> threading.RLock:
+    with _guard:
+        return _locks.setdefault(path, threading.RLock())
 
 
 def _is_lock_conflict(exc: Exception) -> bool:
@@ -37,49 +49,90 @@ def _is_lock_conflict(exc: Exception) -> bool:
 
 
 class Catalog:
-    def __init__(self, path: Path | str, patience_seconds: float = 120.0) -> None:
-        self.path = str(Path(path).resolve()) if str(path) != ":memory:" else ":memory:"
+    def __init__(
+        self,
+        path: Path | str,
+        patience_seconds: float = 120.0,
+        linger_seconds: float = 0.05,
+        max_hold_seconds: float = 0.25,
+    ) -> None:
+        self.path = str(Path(path).resolve())
         self.patience_seconds = patience_seconds
+        self.linger_seconds = linger_seconds
+        self.max_hold_seconds = max_hold_seconds
         self._lock = _lock_for(self.path)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One short transaction: opened, migrated on first use, committed, closed."""
+        """One short transaction, committed (or rolled back when `read_only`) before it returns."""
         with self._lock:
-            conn = self._open()
+            held = self._checkout()
+            conn = held.conn
+            conn.execute("BEGIN TRANSACTION")
             try:
-                migrate(conn)
-                conn.execute("BEGIN TRANSACTION")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                if read_only:
-                    conn.execute("ROLLBACK")
-                else:
-                    conn.execute("COMMIT")
-            finally:
-                conn.close()
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("ROLLBACK" if read_only else "COMMIT")
+            held.last_used = time.monotonic()
+            if held.last_used - held.opened_at > self.max_hold_seconds:
+                self._release()
+                time.sleep(0.02)  # step aside: other processes are retrying for the lock
+            else:
+                self._schedule_close(held)
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+    def _checkout(self) -> _Held:
+        held = _held.get(self.path)
+        if held is not None:
+            if held.closer is not None:
+                held.closer.cancel()
+                held.closer = None
+            return held
+        conn = self._open()
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        now = time.monotonic()
+        held = _held[self.path] = _Held(conn, now, now)
+        return held
+
+    def _schedule_close(self, held: _Held) -> None:
+        def close_if_idle() -> None:
+            with self._lock:
+                if _held.get(self.path) is held and time.monotonic() - held.last_used >= self.linger_seconds * 0.9:
+                    self._release()
+
+        held.closer = threading.Timer(self.linger_seconds, close_if_idle)
+        held.closer.daemon = True
+        held.closer.start()
+
+    def _release(self) -> None:
+        held = _held.pop(self.path, None)
+        if held is not None:
+            if held.closer is not None:
+                held.closer.cancel()
+            held.conn.close()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.patience_seconds
-        delay = 0.01
+        delay = 0.005
         while True:
             try:
                 return duckdb.connect(self.path)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
-                    if _is_lock_conflict(exc):
-                        raise CatalogBusyError(
-                            f"catalog {self.path} stayed locked for {self.patience_seconds:.0f} s: {exc}"
-                        ) from exc
+                if not _is_lock_conflict(exc):
                     raise
+                if time.monotonic() > deadline:
+                    raise CatalogBusyError(
+                        f"catalog {self.path} stayed locked for {self.patience_seconds:.0f} s: {exc}"
+                    ) from exc
                 time.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 0.5)
-
-    def query_df(self, sql: str, params: list | None = None):  # -> pandas.DataFrame
-        with self.connect(read_only=True) as conn:
-            return conn.execute(sql, params or []).df()
+                delay = min(delay * 2, 0.05)
