@@ -95,12 +95,6 @@ def pending_shots(registered: list[str], in_manifest: set[str]) -> list[str]:
     return [s for s in registered if s in in_manifest and s not in settled]
 
 
-def _run_tags(start: str, end: str) -> dict[str, str]:
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
-    return {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
-
-
 def materialize(
     shot_ids: list[str] | None = None,
     *,
@@ -109,64 +103,47 @@ def materialize(
     concurrency: int = 16,
     shots_per_run: int = 100,
 ) -> dict[str, Any]:
-    """Validate and generate shots in the current DAGSTER_HOME instance: inputs first, then videos for
-    the shots whose inputs are valid, many shots per run. Returns what succeeded and what failed."""
+    """Validate and generate pending (or the named) shots in the current DAGSTER_HOME instance, many
+    shots per run, the way the sensor plans them. Returns what succeeded and why the rest failed."""
     from dagster import DagsterEventType
 
     from hailuo_pipeline.automation.partitions import shots_partitions
-    from hailuo_pipeline.automation.registration import partition_ranges
+    from hailuo_pipeline.automation.registration import plan_shot_runs, range_tags
     from hailuo_pipeline.definitions import build_definitions
 
     signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # terminate like Ctrl-C: cancel at fal
     instance = _instance()
-    synced = sync(instance)
-    manifest = synced["manifest"]
+    manifest = sync(instance)["manifest"]
     registered = instance.get_dynamic_partitions(shots_partitions.name)
     unknown = [s for s in shot_ids or [] if s not in registered]
     if unknown:
         raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
     targets = shot_ids or pending_shots(registered, set(manifest.shots))
-    defs = build_definitions()
-    summary: dict[str, Any] = {"requested": targets, "succeeded": [], "failed": {}, "run_ids": []}
-
-    def run(job_name: str, keys: list[str], size: int, run_config: dict | None = None) -> set[str]:
-        job = defs.resolve_job_def(job_name)
-        done_by_asset: dict[str, set[str]] = {}
-        for start, end in partition_ranges(registered, keys, size):
-            kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": _run_tags(start, end)}
-            result = job.execute_in_process(
-                instance=instance, run_config={**QUIET_CONSOLE, **(run_config or {})}, raise_on_error=False, **kwargs
-            )
-            summary["run_ids"].append(result.run_id)
-            for event in result.all_events:
-                if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-                    materialization = event.step_materialization_data.materialization
-                    key = materialization.asset_key.to_user_string()
-                    done_by_asset.setdefault(key, set()).add(materialization.partition)
-                elif event.event_type == DagsterEventType.STEP_FAILURE and event.step_failure_data:
-                    error = event.step_failure_data.error
-                    message = (error.message if error else "step failed").strip()
-                    for shot in keys:
-                        if f"{shot}:" in message and shot not in summary["failed"]:
-                            summary["failed"][shot] = message.split(f"{shot}:", 1)[1].split("\n")[0].strip()
-        sets = list(done_by_asset.values())
-        return set.intersection(*sets) if sets else set()
-
-    valid = run("shot_inputs", targets, 500)
-    for shot in targets:
-        if shot not in valid and shot not in summary["failed"]:
-            summary["failed"][shot] = "inputs did not validate"
+    job = build_definitions().resolve_job_def("generate_shots")
     config = {"new_take": new_take, "resubmit_ambiguous": resubmit_ambiguous, "concurrency": concurrency}
-    videos = run(
-        "shot_videos",
-        [s for s in targets if s in valid],
-        shots_per_run,
-        {"ops": {"hailuo_video": {"config": config}}},
-    )
-    summary["succeeded"] = [s for s in targets if s in videos]
-    for shot in summary["succeeded"]:
-        summary["failed"].pop(shot, None)
-    return summary
+    run_config = {**QUIET_CONSOLE, "ops": {"hailuo_video": {"config": config}}}
+    delivered: set[str] = set()
+    failed: dict[str, str] = {}
+    run_ids = []
+    for start, end in plan_shot_runs(registered, targets, manifest, shots_per_run):
+        kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": range_tags(start, end)}
+        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, **kwargs)
+        run_ids.append(result.run_id)
+        for event in result.all_events:
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.step_materialization_data.materialization
+                if materialization.asset_key.to_user_string() == "hailuo_video":
+                    delivered.add(materialization.partition)
+            elif event.event_type == DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
+                for line in event.step_failure_data.error.message.splitlines():
+                    shot, _, reason = line.partition(": ")
+                    if shot in targets and reason:
+                        failed.setdefault(shot, reason.strip())
+    succeeded = [s for s in targets if s in delivered]
+    for shot in targets:
+        if shot not in delivered and shot not in failed:
+            failed[shot] = "not generated: another shot in its run failed validation; run it again"
+    return {"requested": targets, "succeeded": succeeded, "failed": failed, "run_ids": run_ids}
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:

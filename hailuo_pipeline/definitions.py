@@ -24,6 +24,12 @@ shot_inputs_job = define_asset_job(
 shot_videos_job = define_asset_job(
     "shot_videos", selection=AssetSelection.assets(hailuo_video), partitions_def=shots_partitions
 )
+shots_job = define_asset_job(
+    "generate_shots",
+    selection=AssetSelection.assets(source_image, prompt, hailuo_video),
+    partitions_def=shots_partitions,
+    description="Validate shots and generate their videos, many shots per run",
+)
 cost_report_job = define_asset_job("cost_report_job", selection=AssetSelection.assets(cost_report))
 
 
@@ -41,7 +47,7 @@ def build_definitions() -> Definitions:
     return Definitions(
         assets=[source_image, prompt, hailuo_video, cost_report],
         asset_checks=[videos_match_requests, costs_match_price_table],
-        jobs=[shot_inputs_job, shot_videos_job, cost_report_job],
+        jobs=[shots_job, shot_inputs_job, shot_videos_job, cost_report_job],
         sensors=[shots_manifest_sensor],
         schedules=[nightly_sweep],
         resources={

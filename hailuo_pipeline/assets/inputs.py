@@ -2,10 +2,10 @@
 
 import hashlib
 
-from dagster import AssetExecutionContext, BackfillPolicy, MetadataValue, asset
+from dagster import AssetExecutionContext, MetadataValue, asset
 
 from hailuo_pipeline.assets.batch import PartitionOutcome, finish_partitions
-from hailuo_pipeline.automation.partitions import shots_partitions
+from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.resources import ShotsResource
 from hailuo_pipeline.shots.validation import (
     ShotInputError,
@@ -16,12 +16,10 @@ from hailuo_pipeline.shots.validation import (
     validate_prompt_optimizer,
 )
 
-INPUT_BACKFILL = BackfillPolicy.multi_run(max_partitions_per_run=500)
-
 
 @asset(
     partitions_def=shots_partitions,
-    backfill_policy=INPUT_BACKFILL,
+    backfill_policy=shots_backfill_policy,
     group_name="shots",
     kinds={"image"},
     code_version="1",
@@ -52,7 +50,7 @@ def source_image(context: AssetExecutionContext, shots: ShotsResource):
 
 @asset(
     partitions_def=shots_partitions,
-    backfill_policy=INPUT_BACKFILL,
+    backfill_policy=shots_backfill_policy,
     group_name="shots",
     kinds={"text"},
     code_version="1",

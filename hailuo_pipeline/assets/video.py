@@ -5,7 +5,6 @@ import os
 
 from dagster import (
     AssetExecutionContext,
-    BackfillPolicy,
     Backoff,
     Config,
     DagsterExecutionInterruptedError,
@@ -19,7 +18,7 @@ from pydantic import Field
 
 from hailuo_pipeline.assets.batch import PartitionOutcome, finish_partitions
 from hailuo_pipeline.assets.inputs import prompt, source_image
-from hailuo_pipeline.automation.partitions import shots_partitions
+from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.generation.runner import GenerationOptions, ShotGenerator, ShotOutcome
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
@@ -77,7 +76,7 @@ def _seconds(start, end) -> float | None:
 @asset(
     partitions_def=shots_partitions,
     deps=[source_image, prompt],
-    backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=100),
+    backfill_policy=shots_backfill_policy,
     retry_policy=VIDEO_RETRY_POLICY,
     pool="fal",
     group_name="videos",

@@ -11,6 +11,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from hailuo_pipeline.catalog.ledger import utcnow
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.shots.manifest import Manifest
+from hailuo_pipeline.shots.validation import quick_problem
 
 
 @dataclass
@@ -80,14 +81,24 @@ def partition_ranges(ordered: list[str], selected: list[str], max_size: int) -> 
     return ranges
 
 
-def range_run_requests(
-    ordered: list[str], selected: list[str], assets: list[AssetKey], max_size: int, key_prefix: str
-) -> list[RunRequest]:
+def range_run_requests(ranges: list[tuple[str, str]], assets: list[AssetKey], key_prefix: str) -> list[RunRequest]:
     requests = []
-    for start, end in partition_ranges(ordered, selected, max_size):
-        tags = {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
+    for start, end in ranges:
+        tags = range_tags(start, end)
         if start == end:
             requests.append(RunRequest(run_key=f"{key_prefix}:{start}", asset_selection=assets, partition_key=start))
         else:
             requests.append(RunRequest(run_key=f"{key_prefix}:{start}..{end}", asset_selection=assets, tags=tags))
     return requests
+
+
+def plan_shot_runs(ordered: list[str], shot_ids: list[str], manifest: Manifest, max_size: int) -> list[tuple[str, str]]:
+    """Partition ranges for runs of inputs + video. A shot failing the cheap checks gets a run of its
+    own, so that its failed inputs step (which skips the video step) cannot hold back good shots."""
+    doubtful = [s for s in shot_ids if s in manifest.shots and quick_problem(manifest.shots[s])]
+    good = [s for s in shot_ids if s not in doubtful]
+    return partition_ranges(ordered, good, max_size) + partition_ranges(ordered, doubtful, 1)
+
+
+def range_tags(start: str, end: str) -> dict[str, str]:
+    return {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}

@@ -5,9 +5,9 @@ from decimal import Decimal
 
 from dagster import DefaultScheduleStatus, ScheduleEvaluationContext, SkipReason, schedule
 
-from hailuo_pipeline.automation.partitions import shots_partitions
-from hailuo_pipeline.automation.registration import range_run_requests
-from hailuo_pipeline.automation.sensors import SHOT_ASSETS, SHOTS_PER_RUN
+from hailuo_pipeline.automation.partitions import SHOTS_PER_RUN, shots_partitions
+from hailuo_pipeline.automation.registration import plan_shot_runs, range_run_requests
+from hailuo_pipeline.automation.sensors import SHOT_ASSETS
 from hailuo_pipeline.catalog.ledger import RequestLedger, utcnow
 from hailuo_pipeline.model_limits import ENDPOINT_ID
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
@@ -74,4 +74,4 @@ def nightly_sweep(
         return SkipReason("no missing or failed shots (or no budget left today)")
     stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M") if context.scheduled_execution_time else "now"
     keys = [a.key for a in SHOT_ASSETS]
-    return range_run_requests(registered, chosen, keys, SHOTS_PER_RUN, f"sweep-{stamp}")
+    return range_run_requests(plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN), keys, f"sweep-{stamp}")

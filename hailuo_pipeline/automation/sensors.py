@@ -12,13 +12,16 @@ from dagster import (
 
 from hailuo_pipeline.assets.inputs import prompt, source_image
 from hailuo_pipeline.assets.video import hailuo_video
-from hailuo_pipeline.automation.partitions import shots_partitions
-from hailuo_pipeline.automation.registration import range_run_requests, record_shots
+from hailuo_pipeline.automation.partitions import SHOTS_PER_RUN, shots_partitions
+from hailuo_pipeline.automation.registration import (
+    partition_ranges,
+    plan_shot_runs,
+    range_run_requests,
+    record_shots,
+)
 from hailuo_pipeline.resources import CatalogResource, ShotsResource
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
-from hailuo_pipeline.shots.validation import quick_problem
 
-SHOTS_PER_RUN = 100
 SHOT_ASSETS = [source_image, prompt, hailuo_video]
 
 
@@ -44,14 +47,11 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     existing = context.instance.get_dynamic_partitions(shots_partitions.name)
     plan = record_shots(catalog.catalog(), manifest, set(existing))
     ordered = [*existing, *plan.new]
-    # Shots that fail the cheap checks get runs of their own, so that they fail alone.
-    doubtful = [s for s in plan.new if quick_problem(manifest.shots[s])]
     keys = [a.key for a in SHOT_ASSETS]
     run_requests = [
-        *range_run_requests(ordered, [s for s in plan.new if s not in doubtful], keys, SHOTS_PER_RUN, digest[:12]),
-        *range_run_requests(ordered, doubtful, keys, 1, digest[:12]),
+        *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), keys, digest[:12]),
         # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
-        *range_run_requests(ordered, plan.changed, keys[:2], 500, f"edit-{digest[:12]}"),
+        *range_run_requests(partition_ranges(ordered, plan.changed, 500), keys[:2], f"edit-{digest[:12]}"),
     ]
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(

@@ -31,6 +31,7 @@ from hailuo_pipeline.catalog.ledger import (
     Status,
     VideoRow,
 )
+from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
 from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.generation.download import DownloadError, download_video, file_matches
 from hailuo_pipeline.generation.errors import (
@@ -108,6 +109,7 @@ class ShotGenerator:
         self.options = options
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.in_flight: dict[str, tuple[str, ShotRequest]] = {}  # request_key -> (fal id, shot)
+        self.completion = CompletionEstimate()
         self._client: fal_client.AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
 
@@ -201,8 +203,10 @@ class ShotGenerator:
                 "dashboard; to submit again anyway, rerun with run config resubmit_ambiguous: true "
                 "(the new request is flagged as a possible double charge)",
             )
+        submitted_at = None
         if claim.kind is ClaimKind.SUBMIT:
             request_id = await self._submit(request, row)
+            submitted_at = time.monotonic()
             outcome.submitted = True
         else:
             request_id = row.request_id
@@ -213,7 +217,7 @@ class ShotGenerator:
             return
         self.in_flight[row.request_key] = (request_id, request)
         try:
-            video_url = await self._follow(request, row, request_id, outcome)
+            video_url = await self._follow(request, row, request_id, outcome, submitted_at)
         except ShotFailure:
             self.in_flight.pop(row.request_key, None)
             raise
@@ -262,10 +266,24 @@ class ShotGenerator:
             await asyncio.sleep(min(5.0, self.ledger.lease_seconds / 3))
             await asyncio.to_thread(self.ledger.heartbeat, request_key)
 
-    async def _follow(self, request: ShotRequest, row: RequestRow, request_id: str, outcome: ShotOutcome) -> str:
+    async def _follow(
+        self,
+        request: ShotRequest,
+        row: RequestRow,
+        request_id: str,
+        outcome: ShotOutcome,
+        submitted_at: float | None = None,
+    ) -> str:
         """Poll politely until fal finishes, then store the result before downloading anything."""
         handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
-        interval, errors, polls, last_position, seen_logs = self.fal.poll_interval_seconds, 0, 0, None, 0
+        errors, polls, last_position, seen_logs = 0, 0, None, 0
+        schedule = PollSchedule(
+            self.fal.poll_interval_seconds,
+            self.fal.poll_backoff,
+            self.fal.max_poll_interval_seconds,
+            self.completion,
+            since=submitted_at,
+        )
         recorded = row.status
         try:
             while True:
@@ -286,7 +304,7 @@ class ShotGenerator:
                             f"{errors} status polls in a row failed ({exc!r}); the request is resumable",
                         ) from exc
                     self.log.warning(f"{request.shot_id}: status poll failed ({exc!r}); trying again")
-                    await asyncio.sleep(interval)
+                    await asyncio.sleep(schedule.next_wait())
                     continue
                 if isinstance(status, fal_client.Queued):
                     if status.position != last_position:
@@ -303,9 +321,10 @@ class ShotGenerator:
                         self.log.info(f"{request.shot_id}: {entry.get('message', entry)}")
                     seen_logs = max(seen_logs, len(status.logs or []))
                 elif isinstance(status, fal_client.Completed):
+                    schedule.finished()
                     break
-                await asyncio.sleep(interval)
-                interval = min(interval * self.fal.poll_backoff, self.fal.max_poll_interval_seconds)
+                schedule.still_running()
+                await asyncio.sleep(schedule.next_wait())
         finally:
             outcome.polls += polls
             await asyncio.to_thread(self.ledger.add_polls, row.request_key, polls)
