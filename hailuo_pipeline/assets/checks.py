@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from dagster import AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from hailuo_pipeline.assets.video import hailuo_video
 from hailuo_pipeline.resources import CatalogResource
@@ -11,12 +11,21 @@ from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_w
 MAX_LISTED = 20
 
 
-@asset_check(asset=hailuo_video, description="Every recorded video plays and matches its request (length, 768p)")
-def videos_match_requests(catalog: CatalogResource) -> AssetCheckResult:
+@asset_check(
+    asset=hailuo_video,
+    description="The videos recorded by this run (all videos, when the check runs on its own) play and "
+    "match their requests (length, 768p)",
+)
+def videos_match_requests(context: AssetCheckExecutionContext, catalog: CatalogResource) -> AssetCheckResult:
     with catalog.get_connection() as conn:
+        in_run = conn.execute(
+            "SELECT count(*) FROM requests r JOIN videos v USING (request_key) WHERE r.run_id = ?", [context.op_execution_context.run_id]
+        ).fetchone()
+        scope = "WHERE r.run_id = ?" if in_run and in_run[0] else ""
         rows = conn.execute(
             "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds FROM videos v "
-            "JOIN requests r USING (request_key) ORDER BY v.recorded_at"
+            f"JOIN requests r USING (request_key) {scope} ORDER BY v.recorded_at",
+            [context.op_execution_context.run_id] if scope else [],
         ).fetchall()
     problems: list[str] = []
     for shot_id, request_id, path, size, requested in rows:

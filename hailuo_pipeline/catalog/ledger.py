@@ -421,22 +421,6 @@ class RequestLedger:
             found = conn.execute("SELECT result_json FROM requests WHERE request_key = ?", [request_key]).fetchone()
             return json.loads(found[0]) if found and found[0] else None
 
-    def in_flight(self, run_id: str) -> list[RequestRow]:
-        with self.catalog.connect(read_only=True) as conn:
-            return [
-                _row(r)
-                for r in conn.execute(
-                    f"SELECT {_ROW_COLUMNS} FROM requests WHERE run_id = ? AND status IN (?, ?, ?, ?)",
-                    [
-                        run_id,
-                        Status.SUBMITTED.value,
-                        Status.IN_QUEUE.value,
-                        Status.IN_PROGRESS.value,
-                        Status.RESERVED.value,
-                    ],
-                ).fetchall()
-            ]
-
     @staticmethod
     def _video(conn: duckdb.DuckDBPyConnection, request_key: str) -> VideoRow | None:
         found = conn.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos v WHERE v.request_key = ?", [request_key]).fetchone()

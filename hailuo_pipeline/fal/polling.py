@@ -1,31 +1,33 @@
-"""When to poll next: about every second, backing off, plus one poll timed for the expected finish.
+"""When to poll next: about every second, backing off, plus polls aimed at the expected finish.
 
-Requests in one batch take about as long as each other. Learning that duration from the requests that
-already finished lets one poll land just after a request should finish, instead of up to a whole
-interval later, without polling more often.
+Requests in one batch tend to take about as long as each other. Each finished request tells us its
+duration lies between its last "still running" poll and its first "finished" poll; intersecting the
+recent windows and polling in their middle (a bisection, one halving per request) lets later requests
+be seen finishing within a fraction of a second, without polling more often than about once a second.
+Durations that vary (windows that do not intersect) simply fall back to the regular schedule.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
+from collections import deque
+
+MIN_WINDOW_SECONDS = 0.1
 
 
 class CompletionEstimate:
-    def __init__(self) -> None:
-        self._spans: list[tuple[float, float]] = []  # (last poll still running, first poll finished), seconds
+    def __init__(self, remember: int = 16) -> None:
+        self._spans: deque[tuple[float, float]] = deque(maxlen=remember)
 
     def observe(self, last_running: float, first_finished: float) -> None:
         self._spans.append((last_running, first_finished))
 
-    def expected_seconds(self) -> float | None:
+    def window(self) -> tuple[float, float] | None:
         if not self._spans:
             return None
         lower = max(a for a, _ in self._spans)
         upper = min(b for _, b in self._spans)
-        if lower < upper:  # every duration seen so far fits one window: aim just inside it
-            return lower + min(0.05, (upper - lower) / 2)
-        return statistics.median((a + b) / 2 for a, b in self._spans)
+        return (lower, upper) if lower < upper else None
 
 
 class PollSchedule:
@@ -52,11 +54,12 @@ class PollSchedule:
             self.estimate.observe(self.last_running, self.elapsed())
 
     def next_wait(self) -> float:
-        wait = self.interval
+        window = self.estimate.window() if self.since is not None else None
+        elapsed = self.elapsed()
+        if window is not None and elapsed < window[1]:
+            lower, upper = max(window[0], elapsed), window[1]
+            target = upper if upper - lower <= MIN_WINDOW_SECONDS else (lower + upper) / 2
+            return max(0.02, min(self.interval, target - elapsed))
+        wait = self.interval  # the regular schedule backs off only while it is the one in use
         self.interval = min(self.interval * self.backoff, self.longest)
-        expected = self.estimate.expected_seconds() if self.since is not None else None
-        if expected is not None:
-            elapsed = self.elapsed()
-            if elapsed < expected < elapsed + wait:
-                return expected - elapsed
         return wait
