@@ -161,11 +161,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 
 def report_text(fmt: str) -> str:
+    from hailuo_pipeline.catalog.ledger import Budget
     from hailuo_pipeline.catalog.report import build_report
     from hailuo_pipeline.catalog.store import Catalog
-    from hailuo_pipeline.definitions import build_definitions
 
-    budget = build_definitions().resources["budget"].budget()
+    budget = Budget.from_usd(
+        settings.budget_usd_from_env(settings.DAILY_BUDGET_ENV), settings.budget_usd_from_env(settings.TOTAL_BUDGET_ENV)
+    )
     report = build_report(Catalog(settings.catalog_path()), budget)
     if fmt == "json":
         return json.dumps(report.as_dict(), indent=2, default=str)

@@ -33,11 +33,6 @@ shots_job = define_asset_job(
 cost_report_job = define_asset_job("cost_report_job", selection=AssetSelection.assets(cost_report))
 
 
-def _env_usd(name: str) -> float | None:
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else None
-
-
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, "").strip() or default)
 
@@ -59,7 +54,8 @@ def build_definitions() -> Definitions:
             "catalog": CatalogResource(database=str(settings.catalog_path())),
             "shots": ShotsResource(data_dir=str(settings.data_dir())),
             "budget": BudgetResource(
-                daily_usd=_env_usd("HAILUO_DAILY_BUDGET_USD"), total_usd=_env_usd("HAILUO_TOTAL_BUDGET_USD")
+                daily_usd=settings.budget_usd_from_env(settings.DAILY_BUDGET_ENV),
+                total_usd=settings.budget_usd_from_env(settings.TOTAL_BUDGET_ENV),
             ),
         },
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -72,7 +71,4 @@ class BudgetResource(ConfigurableResource):
     total_usd: float | None = Field(default=None, description="Limit over the catalog's lifetime; None for none")
 
     def budget(self) -> Budget:
-        def dec(value: float | None) -> Decimal | None:
-            return None if value is None else Decimal(str(value))
-
-        return Budget(daily_usd=dec(self.daily_usd), total_usd=dec(self.total_usd))
+        return Budget.from_usd(self.daily_usd, self.total_usd)

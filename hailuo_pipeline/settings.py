@@ -22,3 +22,13 @@ def videos_dir() -> Path:
 
 def catalog_path() -> Path:
     return data_dir() / "catalog.duckdb"
+
+
+def budget_usd_from_env(name: str) -> float | None:
+    """HAILUO_DAILY_BUDGET_USD / HAILUO_TOTAL_BUDGET_USD; unset or empty means no limit."""
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
+DAILY_BUDGET_ENV = "HAILUO_DAILY_BUDGET_USD"
+TOTAL_BUDGET_ENV = "HAILUO_TOTAL_BUDGET_USD"

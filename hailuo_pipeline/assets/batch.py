@@ -20,10 +20,11 @@ class PartitionOutcome:
 
 
 def finish_partitions(
-    context: AssetExecutionContext, outcomes: dict[str, PartitionOutcome]
+    context: AssetExecutionContext, outcomes: dict[str, PartitionOutcome], *, metadata_added: bool = False
 ) -> Iterator[MaterializeResult | AssetMaterialization]:
     """Yield the step's result, or yield the successes' materializations and raise a Failure naming the
-    failures (yielded, not logged: events logged by a step that then raises are not kept)."""
+    failures (yielded, not logged: events logged by a step that then raises are not kept).
+    `metadata_added`: the caller already gave each partition its metadata with add_asset_metadata."""
     failed = {key: o for key, o in outcomes.items() if o.error is not None}
     succeeded = {key: o for key, o in outcomes.items() if o.error is None}
     if not failed:
@@ -32,8 +33,9 @@ def finish_partitions(
             version = DataVersion(only.data_version) if only.data_version else None
             yield MaterializeResult(metadata=only.metadata, data_version=version)
             return
-        for key, outcome in succeeded.items():
-            context.add_asset_metadata(outcome.metadata, partition_key=key)
+        if not metadata_added:
+            for key, outcome in succeeded.items():
+                context.add_asset_metadata(outcome.metadata, partition_key=key)
         yield MaterializeResult()
         return
     for key, outcome in succeeded.items():

@@ -19,7 +19,8 @@ MAX_LISTED = 20
 def videos_match_requests(context: AssetCheckExecutionContext, catalog: CatalogResource) -> AssetCheckResult:
     with catalog.get_connection() as conn:
         in_run = conn.execute(
-            "SELECT count(*) FROM requests r JOIN videos v USING (request_key) WHERE r.run_id = ?", [context.op_execution_context.run_id]
+            "SELECT count(*) FROM requests r JOIN videos v USING (request_key) WHERE r.run_id = ?",
+            [context.op_execution_context.run_id],
         ).fetchone()
         scope = "WHERE r.run_id = ?" if in_run and in_run[0] else ""
         rows = conn.execute(

@@ -1,12 +1,14 @@
 """source_image and prompt: a shot's validated inputs, versioned by their content."""
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 
 from dagster import AssetExecutionContext, MetadataValue, asset
 
 from hailuo_pipeline.assets.batch import PartitionOutcome, finish_partitions
 from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.resources import ShotsResource
+from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import (
     ShotInputError,
     read_image_bytes,
@@ -26,14 +28,12 @@ from hailuo_pipeline.shots.validation import (
     description="The shot's first frame, decoded and checked against the model's limits before any spend.",
 )
 def source_image(context: AssetExecutionContext, shots: ShotsResource):
-    outcomes: dict[str, PartitionOutcome] = {}
-    for shot_id, shot in shots.shots(list(context.partition_keys)).items():
+    def inspect(shot: Shot) -> PartitionOutcome:
         try:
-            image = validate_image(shot_id, read_image_bytes(shot))
+            image = validate_image(shot.shot_id, read_image_bytes(shot))
         except ShotInputError as exc:
-            outcomes[shot_id] = PartitionOutcome(error=str(exc))
-            continue
-        outcomes[shot_id] = PartitionOutcome(
+            return PartitionOutcome(error=str(exc))
+        return PartitionOutcome(
             metadata={
                 "image": shot.image,
                 "sha256": image.sha256,
@@ -45,6 +45,10 @@ def source_image(context: AssetExecutionContext, shots: ShotsResource):
             },
             data_version=image.sha256,
         )
+
+    selected = shots.shots(list(context.partition_keys))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # decoding releases the GIL
+        outcomes = dict(zip(selected, pool.map(inspect, selected.values()), strict=True))
     yield from finish_partitions(context, outcomes)
 
 

@@ -109,22 +109,29 @@ def hailuo_video(
     )
     todo = [manifest.shots[k] for k in keys if k in manifest.shots]
 
-    def report(outcome: ShotOutcome) -> None:
+    def record(outcome: ShotOutcome) -> None:
+        """As each shot finishes: its metadata now (overlapping the wait for others), its failure in the log."""
         if outcome.ok:
-            context.log.info(f"{outcome.shot_id}: done ({'reused' if outcome.reused else 'new video'})")
+            outcomes[outcome.shot_id] = PartitionOutcome(metadata=shot_metadata(outcome))
+            if len(keys) > 1:
+                context.add_asset_metadata(outcomes[outcome.shot_id].metadata, partition_key=outcome.shot_id)
         else:
-            context.log.error(str(outcome.failure))
+            failure = outcome.failure
+            outcomes[outcome.shot_id] = PartitionOutcome(
+                error=str(failure), retryable=bool(failure is not None and not failure.permanent)
+            )
+            context.log.error(str(failure))
 
     async def generate() -> list[ShotOutcome]:
         async with generator:
-            return await generator.generate_many(todo, config.concurrency, on_done=report)
+            return await generator.generate_many(todo, config.concurrency, on_done=record)
 
     async def cancel() -> list[str]:
         async with generator:
             return await generator.cancel_in_flight()
 
     try:
-        results = asyncio.run(generate())
+        asyncio.run(generate())
     except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
         cancelled = asyncio.run(cancel())
         # Not re-raised: Dagster answers an interrupt with the retry policy, and a retry of cancelled
@@ -133,12 +140,4 @@ def hailuo_video(
             description=f"run terminated: cancelled {len(cancelled)} fal request(s) at fal: {', '.join(cancelled)}",
             allow_retries=False,
         ) from interrupt
-    for outcome in results:
-        if outcome.ok:
-            outcomes[outcome.shot_id] = PartitionOutcome(metadata=shot_metadata(outcome))
-        else:
-            failure = outcome.failure
-            outcomes[outcome.shot_id] = PartitionOutcome(
-                error=str(failure), retryable=bool(failure is not None and not failure.permanent)
-            )
-    yield from finish_partitions(context, outcomes)
+    yield from finish_partitions(context, outcomes, metadata_added=True)

@@ -54,6 +54,13 @@ class Budget:
     daily_usd: Decimal | None = None
     total_usd: Decimal | None = None
 
+    @classmethod
+    def from_usd(cls, daily_usd: float | None, total_usd: float | None) -> Budget:
+        def exact(value: float | None) -> Decimal | None:
+            return None if value is None else Decimal(str(value))
+
+        return cls(exact(daily_usd), exact(total_usd))
+
 
 @dataclass(frozen=True)
 class RequestRow:

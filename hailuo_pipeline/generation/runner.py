@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +46,8 @@ from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, valida
 from hailuo_pipeline.video.probe import problems_with
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+DETAILED_LOG_SHOTS = 8
+SUMMARY_SECONDS = 15.0
 
 
 class RunLog(Protocol):
@@ -110,6 +113,9 @@ class ShotGenerator:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.in_flight: dict[str, tuple[str, ShotRequest]] = {}  # request_key -> (fal id, shot)
         self.completion = CompletionEstimate()
+        # Every run-log line is a write to the Dagster instance: big batches log each shot's submit and
+        # delivery plus a periodic summary, not every queue position and progress line.
+        self.detailed_logs = True
         self._client: fal_client.AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
 
@@ -128,17 +134,36 @@ class ShotGenerator:
         return self._client
 
     # -- batches ---------------------------------------------------------------------------
-    async def generate_many(self, shots: list[Shot], concurrency: int, on_done=None) -> list[ShotOutcome]:
+    async def generate_many(
+        self, shots: list[Shot], concurrency: int, on_done: Callable[[ShotOutcome], None] | None = None
+    ) -> list[ShotOutcome]:
         gate = asyncio.Semaphore(max(1, concurrency))
+        self.detailed_logs = len(shots) <= DETAILED_LOG_SHOTS
+        finished: list[ShotOutcome] = []
 
         async def one(shot: Shot) -> ShotOutcome:
             async with gate:
                 outcome = await self.generate(shot)
+            finished.append(outcome)
             if on_done is not None:
                 on_done(outcome)
             return outcome
 
-        return list(await asyncio.gather(*(one(shot) for shot in shots)))
+        async def summarize() -> None:
+            while True:
+                await asyncio.sleep(SUMMARY_SECONDS)
+                failed = sum(1 for o in finished if not o.ok)
+                self.log.info(
+                    f"progress: {len(finished) - failed} of {len(shots)} shot(s) delivered, {failed} failed, "
+                    f"{len(self.in_flight)} request(s) at fal"
+                )
+
+        summary = None if self.detailed_logs else asyncio.create_task(summarize())
+        try:
+            return list(await asyncio.gather(*(one(shot) for shot in shots)))
+        finally:
+            if summary is not None:
+                summary.cancel()
 
     async def generate(self, shot: Shot) -> ShotOutcome:
         started = time.monotonic()
@@ -307,9 +332,9 @@ class ShotGenerator:
                     await asyncio.sleep(schedule.next_wait())
                     continue
                 if isinstance(status, fal_client.Queued):
-                    if status.position != last_position:
+                    if status.position != last_position and self.detailed_logs:
                         self.log.info(f"{request.shot_id}: in queue at position {status.position}")
-                        last_position = status.position
+                    last_position = status.position
                     if recorded is not Status.IN_QUEUE and recorded in (Status.RESERVED, Status.SUBMITTED):
                         await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_QUEUE)
                         recorded = Status.IN_QUEUE
@@ -317,7 +342,7 @@ class ShotGenerator:
                     if recorded is not Status.IN_PROGRESS:
                         await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_PROGRESS)
                         recorded = Status.IN_PROGRESS
-                    for entry in (status.logs or [])[seen_logs:]:
+                    for entry in (status.logs or [])[seen_logs:] if self.detailed_logs else []:
                         self.log.info(f"{request.shot_id}: {entry.get('message', entry)}")
                     seen_logs = max(seen_logs, len(status.logs or []))
                 elif isinstance(status, fal_client.Completed):
@@ -339,7 +364,6 @@ class ShotGenerator:
             raise PermanentShotFailure(request.shot_id, "fal completed the request but returned no video")
         inference = (status.metrics or {}).get("inference_time")
         await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video["url"], inference)
-        self.log.info(f"{request.shot_id}: fal request {request_id} completed; result stored in the ledger")
         return video["url"]
 
     async def _fetch_result(self, request: ShotRequest, row: RequestRow, handle: fal_client.AsyncRequestHandle) -> dict:
@@ -442,7 +466,9 @@ class ShotGenerator:
         )
         outcome.video = await asyncio.to_thread(self.ledger.record_video, row.request_key, video)
         outcome.request = await asyncio.to_thread(self.ledger.get, row.request_key)
-        self.log.info(f"{request.shot_id}: video verified and recorded at {downloaded.path}")
+        self.log.info(
+            f"{request.shot_id}: fal request {current.request_id} delivered, verified and recorded at {downloaded.path}"
+        )
 
     # -- cancellation ----------------------------------------------------------------------
     async def cancel_in_flight(self) -> list[str]:
