@@ -27,6 +27,12 @@ class FalResource(ConfigurableResource):
     max_poll_errors: int = Field(
         default=6, description="Consecutive failed status polls (after fal_client's own retries) before giving up"
     )
+    max_poll_error_seconds: float = Field(
+        default=120.0, description="...or failing for this long: the step then fails (resumably) for Dagster to retry"
+    )
+    call_timeout_seconds: float = Field(
+        default=90.0, description="Bound on one status or result call, fal_client's own retries included"
+    )
     inline_image_max_bytes: int = Field(
         default=10 * 1024 * 1024,
         description="Local images up to this size travel as base64 data URIs; larger ones go through fal storage",

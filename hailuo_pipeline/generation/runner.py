@@ -302,6 +302,7 @@ class ShotGenerator:
         """Poll politely until fal finishes, then store the result before downloading anything."""
         handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
         errors, polls, last_position, seen_logs = 0, 0, None, 0
+        failing_since: float | None = None
         schedule = PollSchedule(
             self.fal.poll_interval_seconds,
             self.fal.poll_backoff,
@@ -313,20 +314,26 @@ class ShotGenerator:
         try:
             while True:
                 try:
-                    status = await handle.status(with_logs=True)
+                    # one call includes fal_client's own quick retries; bound it as a whole
+                    status = await asyncio.wait_for(
+                        handle.status(with_logs=True), timeout=self.fal.call_timeout_seconds
+                    )
                     polls += 1
-                    errors = 0
-                except (fal_client.FalClientHTTPError, httpx.HTTPError) as exc:
+                    errors, failing_since = 0, None
+                except (fal_client.FalClientHTTPError, httpx.HTTPError, TimeoutError) as exc:
                     polls += 1
                     errors += 1
+                    failing_since = failing_since or time.monotonic()
                     if isinstance(exc, fal_client.FalClientHTTPError) and exc.status_code in (401, 403, 404):
                         raise PermanentShotFailure(
                             request.shot_id, f"fal answered {exc.status_code} for request {request_id}: {exc.message}"
                         ) from exc
-                    if errors >= self.fal.max_poll_errors:
+                    failing_for = time.monotonic() - failing_since
+                    if errors >= self.fal.max_poll_errors or failing_for > self.fal.max_poll_error_seconds:
                         raise TransientShotFailure(
                             request.shot_id,
-                            f"{errors} status polls in a row failed ({exc!r}); the request is resumable",
+                            f"{errors} status polls in a row failed over {failing_for:.0f} s ({exc!r}); "
+                            "the request is resumable",
                         ) from exc
                     self.log.warning(f"{request.shot_id}: status poll failed ({exc!r}); trying again")
                     await asyncio.sleep(schedule.next_wait())
@@ -369,7 +376,9 @@ class ShotGenerator:
     async def _fetch_result(self, request: ShotRequest, row: RequestRow, handle: fal_client.AsyncRequestHandle) -> dict:
         for attempt in range(1, self.fal.max_poll_errors + 1):
             try:
-                return await handle.get(interval=self.fal.poll_interval_seconds)
+                return await asyncio.wait_for(
+                    handle.get(interval=self.fal.poll_interval_seconds), timeout=self.fal.call_timeout_seconds
+                )
             except fal_client.FalClientHTTPError as exc:
                 if exc.status_code == 404:
                     await asyncio.to_thread(
@@ -388,7 +397,7 @@ class ShotGenerator:
                         request.shot_id, f"fetching the result answered {exc.status_code}: {_describe(exc.message)}"
                     ) from exc
                 self.log.warning(f"{request.shot_id}: fetching the result failed ({exc.status_code}); trying again")
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, TimeoutError) as exc:
                 self.log.warning(f"{request.shot_id}: fetching the result failed ({exc!r}); trying again")
             await asyncio.sleep(min(2.0**attempt, 10))
         raise TransientShotFailure(request.shot_id, "the result could not be fetched; the request is resumable")
