@@ -1,0 +1,36 @@
+"""Many shots per run: each shot its own materialization; a failed shot neither loses nor re-pays others."""
+
+from __future__ import annotations
+
+from dagster import AssetKey, DagsterInstance
+
+from hailuo_pipeline.cli import materialize
+from hailuo_pipeline_tests.helpers import query
+from hailuo_pipeline_tests.shots import write_shots
+
+
+def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspace, emulator):
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(1, 4)])
+    emulator.configure(
+        {"faults": {"job_errors": [{"error": "flagged", "error_type": "content_policy_violation", "status": 422}]}}
+    )
+    first = materialize(concurrency=1)  # one at a time: the first shot submitted (s1) gets the error
+    assert len(first["run_ids"]) == 1
+    assert first["succeeded"] == ["s2", "s3"]
+    assert list(first["failed"]) == ["s1"] and "content_policy_violation" in first["failed"]["s1"]
+
+    instance = DagsterInstance.get()
+    run = instance.get_run_by_id(first["run_ids"][0])
+    assert run.is_failure
+    materialized = instance.get_materialized_partitions(AssetKey("hailuo_video"))
+    assert materialized == {"s2", "s3"}
+
+    second = materialize()
+    assert second["requested"] == ["s1"] and second["succeeded"] == ["s1"]
+    assert emulator.stats()["submissions"] == 4
+    assert query(workspace, "SELECT shot_id, count(*) FROM requests GROUP BY 1 ORDER BY 1") == [
+        ("s1", 2),
+        ("s2", 1),
+        ("s3", 1),
+    ]
+    assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == {"s1", "s2", "s3"}

@@ -1,0 +1,57 @@
+"""The README's main command: `hailuo demo`, offline on its own emulator, and its refusal to spend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hailuo_pipeline_tests.helpers import REPO_ROOT, query
+
+
+def clean_env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FAL_KEY", "FAL_QUEUE_RUN_HOST", "SSL_CERT_FILE")}
+    env.update({"HAILUO_DATA_DIR": str(data), "PYTHONPATH": str(REPO_ROOT)})
+    env.pop("DAGSTER_HOME", None)
+    return env
+
+
+def hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hailuo_pipeline.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
+    data = tmp_path / "data"
+    result = hailuo(["demo"], clean_env(data), tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "3 of 3 shot(s) delivered" in result.stdout
+    assert "all time $0.70" in result.stdout
+    videos = query(data, "SELECT shot_id, duration_seconds FROM videos ORDER BY shot_id")
+    assert [(s, round(d)) for s, d in videos] == [("city-night", 6), ("forest-path", 10), ("harbour-dawn", 6)]
+    assert (data / "dagster_home" / "dagster.yaml").read_text().count("default_limit") == 1
+
+
+def test_demo_refuses_to_spend_when_a_key_is_set(tmp_path):
+    env = {**clean_env(tmp_path / "data"), "FAL_KEY": "a-real-looking-key"}
+    result = hailuo(["demo"], env, tmp_path)
+    assert result.returncode == 2
+    assert "--live" in result.stderr and "$0.70" in result.stderr
+    assert not (tmp_path / "data" / "catalog.duckdb").exists()
+
+
+def test_sync_names_bad_rows(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "shots.csv").write_text("shot_id,image,prompt\nok,a.jpg,p\n../x,b.jpg,p\nok,c.jpg,p\n")
+    result = hailuo(["sync"], clean_env(data), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "row 3" in result.stderr and "row 4" in result.stderr
+    assert "0 shot(s) in the manifest" in result.stdout
