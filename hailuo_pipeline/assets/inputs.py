@@ -18,13 +18,17 @@ from hailuo_pipeline.shots.validation import (
     validate_prompt_optimizer,
 )
 
+SHOT_INPUT: dict = {
+    "partitions_def": shots_partitions,
+    "backfill_policy": shots_backfill_policy,
+    "group_name": "shots",
+    "code_version": "1",
+}
+
 
 @asset(
-    partitions_def=shots_partitions,
-    backfill_policy=shots_backfill_policy,
-    group_name="shots",
+    **SHOT_INPUT,
     kinds={"image"},
-    code_version="1",
     description="The shot's first frame, decoded and checked against the model's limits before any spend.",
 )
 def source_image(context: AssetExecutionContext, shots: ShotsResource):
@@ -53,11 +57,8 @@ def source_image(context: AssetExecutionContext, shots: ShotsResource):
 
 
 @asset(
-    partitions_def=shots_partitions,
-    backfill_policy=shots_backfill_policy,
-    group_name="shots",
+    **SHOT_INPUT,
     kinds={"text"},
-    code_version="1",
     description="The shot's prompt, duration and prompt_optimizer flag, checked before any spend.",
 )
 def prompt(context: AssetExecutionContext, shots: ShotsResource):

@@ -51,14 +51,24 @@ def build_app(state: EmulatorState) -> Starlette:
     def unauthorized() -> JSONResponse:
         return JSONResponse({"detail": "No credentials; send Authorization: Key <FAL_KEY>"}, status_code=401)
 
-    def find(request: Request) -> Job | None:
-        return state.jobs.get(request.path_params["request_id"])
-
-    async def submit(request: Request) -> Response:
+    def refusal(request: Request, endpoint: str) -> Response | None:
+        """What fal would answer instead of the real thing: no key, or an injected fault."""
         if not authorized(request):
             return unauthorized()
-        if (code := state.take_http_fault("submit")) is not None:
+        if (code := state.take_http_fault(endpoint)) is not None:
             return _fault_response(code)
+        return None
+
+    def job_or_refusal(request: Request, endpoint: str) -> Job | Response:
+        refused = refusal(request, endpoint)
+        if refused is not None:
+            return refused
+        job = state.jobs.get(request.path_params["request_id"])
+        return job if job is not None else JSONResponse({"detail": "Request not found"}, status_code=404)
+
+    async def submit(request: Request) -> Response:
+        if (refused := refusal(request, "submit")) is not None:
+            return refused
         raw = await request.body()
         try:
             body = json.loads(raw)
@@ -83,13 +93,9 @@ def build_app(state: EmulatorState) -> Starlette:
         )
 
     async def status(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        if (code := state.take_http_fault("status")) is not None:
-            return _fault_response(code)
-        job = find(request)
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        job = job_or_refusal(request, "status")
+        if isinstance(job, Response):
+            return job
         now = time.monotonic()
         phase = job.phase(now)
         owner, alias = request.path_params["owner"], request.path_params["alias"]
@@ -115,13 +121,9 @@ def build_app(state: EmulatorState) -> Starlette:
         return JSONResponse(payload)
 
     async def result(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        if (code := state.take_http_fault("result")) is not None:
-            return _fault_response(code)
-        job = find(request)
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        job = job_or_refusal(request, "result")
+        if isinstance(job, Response):
+            return job
         now = time.monotonic()
         if job.phase(now) != "COMPLETED":
             return JSONResponse({"detail": "Request is still in progress"}, status_code=400)
@@ -144,13 +146,9 @@ def build_app(state: EmulatorState) -> Starlette:
         return JSONResponse(state.result_body(job, _base_url(request)), headers={"x-fal-request-id": job.request_id})
 
     async def cancel(request: Request) -> Response:
-        if not authorized(request):
-            return unauthorized()
-        if (code := state.take_http_fault("cancel")) is not None:
-            return _fault_response(code)
-        job = find(request)
-        if job is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        job = job_or_refusal(request, "cancel")
+        if isinstance(job, Response):
+            return job
         if job.phase(time.monotonic()) == "COMPLETED":
             return JSONResponse({"status": "ALREADY_COMPLETED"}, status_code=400)
         job.cancelled_at = time.monotonic()
