@@ -35,14 +35,16 @@ class ShotsResource(ConfigurableResource):
         except ManifestError as exc:
             raise Failure(description=str(exc), allow_retries=False) from exc
 
-    def shots(self, shot_ids: list[str]) -> dict[str, Shot]:
+    def select(self, shot_ids: list[str]) -> tuple[dict[str, Shot], dict[str, str]]:
+        """The named shots from the manifest, and why any of them cannot be found there."""
         manifest = self.manifest()
-        missing = [s for s in shot_ids if s not in manifest.shots]
-        if missing:
-            row_errors = {e.shot_id: str(e) for e in manifest.errors}
-            reasons = [row_errors.get(s, f"shot {s!r} is not in {self.manifest_path}") for s in missing]
-            raise Failure(description="; ".join(reasons), allow_retries=False)
-        return {s: manifest.shots[s] for s in shot_ids}
+        row_errors = {e.shot_id: str(e) for e in manifest.errors}
+        missing = {
+            s: row_errors.get(s, f"shot {s!r} is not in {self.manifest_path}")
+            for s in shot_ids
+            if s not in manifest.shots
+        }
+        return {s: manifest.shots[s] for s in shot_ids if s in manifest.shots}, missing
 
 
 class CatalogResource(DuckDBResource):

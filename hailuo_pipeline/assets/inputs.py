@@ -50,9 +50,10 @@ def source_image(context: AssetExecutionContext, shots: ShotsResource):
             data_version=image.sha256,
         )
 
-    selected = shots.shots(list(context.partition_keys))
+    selected, missing = shots.select(list(context.partition_keys))
+    outcomes = {key: PartitionOutcome(error=reason) for key, reason in missing.items()}
     with ThreadPoolExecutor(max_workers=4) as pool:  # decoding releases the GIL
-        outcomes = dict(zip(selected, pool.map(inspect, selected.values()), strict=True))
+        outcomes.update(zip(selected, pool.map(inspect, selected.values()), strict=True))
     yield from finish_partitions(context, outcomes)
 
 
@@ -62,8 +63,9 @@ def source_image(context: AssetExecutionContext, shots: ShotsResource):
     description="The shot's prompt, duration and prompt_optimizer flag, checked before any spend.",
 )
 def prompt(context: AssetExecutionContext, shots: ShotsResource):
-    outcomes: dict[str, PartitionOutcome] = {}
-    for shot_id, shot in shots.shots(list(context.partition_keys)).items():
+    selected, missing = shots.select(list(context.partition_keys))
+    outcomes = {key: PartitionOutcome(error=reason) for key, reason in missing.items()}
+    for shot_id, shot in selected.items():
         try:
             text = validate_prompt(shot_id, shot.prompt)
             duration = validate_duration(shot_id, shot.duration)

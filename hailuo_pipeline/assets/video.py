@@ -93,12 +93,8 @@ def hailuo_video(
     budget: BudgetResource,
 ):
     keys = list(context.partition_keys)
-    manifest = shots.manifest()
-    outcomes: dict[str, PartitionOutcome] = {}
-    for key in keys:
-        if key not in manifest.shots:
-            row_errors = {e.shot_id: str(e) for e in manifest.errors}
-            outcomes[key] = PartitionOutcome(error=row_errors.get(key, f"shot {key!r} is not in {shots.manifest_path}"))
+    selected, missing = shots.select(keys)
+    outcomes = {key: PartitionOutcome(error=reason) for key, reason in missing.items()}
     generator = ShotGenerator(
         fal,
         catalog.ledger(),
@@ -107,7 +103,7 @@ def hailuo_video(
         run_id=context.run_id,
         options=GenerationOptions(config.new_take, config.resubmit_ambiguous, budget.budget()),
     )
-    todo = [manifest.shots[k] for k in keys if k in manifest.shots]
+    todo = list(selected.values())
 
     def record(outcome: ShotOutcome) -> None:
         """As each shot finishes: its metadata now (overlapping the wait for others), its failure in the log."""

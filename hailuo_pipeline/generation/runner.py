@@ -70,7 +70,6 @@ class ShotOutcome:
     reused: bool = False
     failure: ShotFailure | None = None
     polls: int = 0
-    submitted: bool = False
     seconds: float = 0.0
     mismatches: list[str] = field(default_factory=list)
 
@@ -232,7 +231,6 @@ class ShotGenerator:
         if claim.kind is ClaimKind.SUBMIT:
             request_id = await self._submit(request, row)
             submitted_at = time.monotonic()
-            outcome.submitted = True
         else:
             request_id = row.request_id
             self.log.info(f"{request.shot_id}: resuming fal request {request_id} ({row.status.value})")
