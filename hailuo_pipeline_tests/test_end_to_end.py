@@ -11,7 +11,7 @@ from dagster import AssetKey, DagsterInstance
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.cli import materialize
 from hailuo_pipeline.video.probe import probe_video
-from hailuo_pipeline_tests.shots import write_shots
+from hailuo_pipeline_tests.shots import make_image, write_shots
 
 THREE_SHOTS = [
     {"shot_id": "s1", "prompt": "a slow pan over the bay"},
@@ -99,3 +99,18 @@ def _latest(instance: DagsterInstance, asset: str, partition: str):
     ).records
     assert records, f"no materialization of {asset} for {partition}"
     return records[0].asset_materialization
+
+
+def test_two_shots_with_identical_inputs_are_two_videos(workspace, emulator):
+    write_shots(
+        workspace,
+        [
+            {"shot_id": "a", "prompt": "same", "image": "images/x.jpg"},
+            {"shot_id": "b", "prompt": "same", "image": "images/x.jpg"},
+        ],
+    )
+    make_image(workspace / "images" / "x.jpg")
+    assert sorted(materialize()["succeeded"]) == ["a", "b"]
+    assert emulator.stats()["submissions"] == 2
+    with catalog(workspace) as db:
+        assert db.execute("SELECT shot_id FROM videos ORDER BY 1").fetchall() == [("a",), ("b",)]

@@ -78,8 +78,10 @@ class ShotOutcome:
         return self.failure is None and self.video is not None
 
 
-def fingerprint(endpoint: str, arguments: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps({"endpoint": endpoint, **arguments}, sort_keys=True).encode()).hexdigest()
+def fingerprint(shot_id: str, endpoint: str, arguments: dict[str, Any]) -> str:
+    """Per shot: two shots with identical inputs are two videos, each paid once."""
+    text = json.dumps({"shot_id": shot_id, "endpoint": endpoint, **arguments}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def ledger_arguments(request: ShotRequest) -> dict[str, Any]:
@@ -183,7 +185,7 @@ class ShotGenerator:
         arguments = ledger_arguments(request)
         new = NewRequest(
             shot_id=request.shot_id,
-            fingerprint=fingerprint(self.fal.endpoint_id, arguments),
+            fingerprint=fingerprint(request.shot_id, self.fal.endpoint_id, arguments),
             endpoint=self.fal.endpoint_id,
             arguments={**arguments, "image": request.shot.image},
             duration_seconds=request.duration,
