@@ -111,7 +111,6 @@ def materialize(
     from hailuo_pipeline.automation.registration import plan_shot_runs, range_tags
     from hailuo_pipeline.definitions import build_definitions
 
-    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # terminate like Ctrl-C: cancel at fal
     instance = _instance()
     manifest = sync(instance)["manifest"]
     registered = instance.get_dynamic_partitions(shots_partitions.name)
@@ -266,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # `kill` acts like Ctrl-C: cancel at fal
     return int(args.func(args) or 0)
 
 
