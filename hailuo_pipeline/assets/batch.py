@@ -3,7 +3,8 @@ fails the step by name without losing the others."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,3 +54,34 @@ def finish_partitions(
         metadata={"failed_shots": sorted(failed), "succeeded_shots": sorted(succeeded)},
         allow_retries=retryable,
     )
+
+
+class InstanceWriter:
+    """Each run-log line and each `add_asset_metadata` is a write to the Dagster instance (~8 ms on
+    SQLite). Called from the event loop, they would stall submits and polls whenever many shots finish
+    together; this hands them, in order, to one worker thread, and `drain()` waits for them."""
+
+    def __init__(self, context: AssetExecutionContext) -> None:
+        self._context = context
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dagster-instance-writes")
+        self._pending: list[Future] = []
+
+    def _submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self._pending.append(self._worker.submit(fn, *args, **kwargs))
+
+    def info(self, message: str) -> None:
+        self._submit(self._context.log.info, message)
+
+    def warning(self, message: str) -> None:
+        self._submit(self._context.log.warning, message)
+
+    def error(self, message: str) -> None:
+        self._submit(self._context.log.error, message)
+
+    def add_asset_metadata(self, metadata: dict[str, Any], partition_key: str) -> None:
+        self._submit(self._context.add_asset_metadata, metadata, partition_key=partition_key)
+
+    def drain(self) -> None:
+        self._worker.shutdown(wait=True)
+        for future in self._pending:
+            future.result()  # surface any failure of a write

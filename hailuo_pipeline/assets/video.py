@@ -16,7 +16,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from hailuo_pipeline.assets.batch import PartitionOutcome, finish_partitions
+from hailuo_pipeline.assets.batch import InstanceWriter, PartitionOutcome, finish_partitions
 from hailuo_pipeline.assets.inputs import prompt, source_image
 from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.fal.resource import FalResource
@@ -95,11 +95,12 @@ def hailuo_video(
     keys = list(context.partition_keys)
     selected, missing = shots.select(keys)
     outcomes = {key: PartitionOutcome(error=reason) for key, reason in missing.items()}
+    writes = InstanceWriter(context)
     generator = ShotGenerator(
         fal,
         catalog.ledger(),
         shots.videos_dir,
-        context.log,
+        writes,
         run_id=context.run_id,
         options=GenerationOptions(config.new_take, config.resubmit_ambiguous, budget.budget()),
     )
@@ -110,13 +111,13 @@ def hailuo_video(
         if outcome.ok:
             outcomes[outcome.shot_id] = PartitionOutcome(metadata=shot_metadata(outcome))
             if len(keys) > 1:
-                context.add_asset_metadata(outcomes[outcome.shot_id].metadata, partition_key=outcome.shot_id)
+                writes.add_asset_metadata(outcomes[outcome.shot_id].metadata, partition_key=outcome.shot_id)
         else:
             failure = outcome.failure
             outcomes[outcome.shot_id] = PartitionOutcome(
                 error=str(failure), retryable=bool(failure is not None and not failure.permanent)
             )
-            context.log.error(str(failure))
+            writes.error(str(failure))
 
     async def generate() -> list[ShotOutcome]:
         async with generator:
@@ -130,10 +131,12 @@ def hailuo_video(
         asyncio.run(generate())
     except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
         cancelled = asyncio.run(cancel())
+        writes.drain()
         # Not re-raised: Dagster answers an interrupt with the retry policy, and a retry of cancelled
         # requests would pay again. A terminated run ends here.
         raise Failure(
             description=f"run terminated: cancelled {len(cancelled)} fal request(s) at fal: {', '.join(cancelled)}",
             allow_retries=False,
         ) from interrupt
+    writes.drain()
     yield from finish_partitions(context, outcomes, metadata_added=True)

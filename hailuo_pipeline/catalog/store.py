@@ -8,6 +8,7 @@ processes, retrying with jitter, get their turn. No connection is held while wai
 
 from __future__ import annotations
 
+import atexit
 import random
 import threading
 import time
@@ -36,6 +37,21 @@ class _Held:
 _locks: dict[str, threading.RLock] = {}
 _held: dict[str, _Held] = {}
 _guard = threading.Lock()
+
+
+def _close_all_at_exit() -> None:
+    """Close lingering connections before the interpreter tears down (a DuckDB connection closed by a
+    timer thread during finalisation aborts the process)."""
+    for path in list(_held):
+        with _lock_for(path):
+            held = _held.pop(path, None)
+            if held is not None:
+                if held.closer is not None:
+                    held.closer.cancel()
+                held.conn.close()
+
+
+atexit.register(_close_all_at_exit)
 
 
 def _lock_for(path: str) -> threading.RLock:

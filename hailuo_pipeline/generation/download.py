@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ async def download_video(
         if announced is not None and size != int(announced):
             raise DownloadError(f"got {size} bytes, Content-Length said {announced}")
         try:
-            probe = probe_video(partial)
+            probe = await asyncio.to_thread(probe_video, partial)
         except VideoProbeError as exc:
             raise DownloadError(str(exc)) from exc
         os.replace(partial, destination)
