@@ -78,7 +78,7 @@ def test_nightly_sweep_requests_missing_and_failed_shots_within_the_daily_budget
     emulator.configure(
         {"faults": {"job_errors": [{"error": "flagged", "error_type": "content_policy_violation", "status": 422}]}}
     )
-    materialize(["s1", "s2"])  # s1 fails (content policy), s2 succeeds; s3..s5 were never run
+    materialize(["s1", "s2"], concurrency=1)  # s1 fails (content policy), s2 succeeds; s3..s5 never ran
     monkeypatch.setenv("HAILUO_DAILY_BUDGET_USD", "0.60")  # $0.19 spent: room for two more 6 s videos
     defs = build_definitions()
     context = build_schedule_context(
