@@ -4,11 +4,13 @@ Requests in one batch tend to take about as long as each other. Each finished re
 duration lies between its last "still running" poll and its first "finished" poll; intersecting the
 recent windows and polling in their middle (a bisection, one halving per request) lets later requests
 be seen finishing within a fraction of a second, without polling more often than about once a second.
-Durations that vary (windows that do not intersect) simply fall back to the regular schedule.
+When durations vary a little, the typical window is used; when they vary a lot, polls that land early
+are simply followed by the regular schedule.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import deque
 
@@ -27,6 +29,10 @@ class CompletionEstimate:
             return None
         lower = max(a for a, _ in self._spans)
         upper = min(b for _, b in self._spans)
+        if lower < upper:
+            return lower, upper
+        # durations differ a little: aim between the typical last-running and first-finished polls
+        lower, upper = statistics.median(a for a, _ in self._spans), statistics.median(b for _, b in self._spans)
         return (lower, upper) if lower < upper else None
 
 

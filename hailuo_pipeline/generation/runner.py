@@ -231,8 +231,7 @@ class ShotGenerator:
             )
         submitted_at = None
         if claim.kind is ClaimKind.SUBMIT:
-            request_id = await self._submit(request, row)
-            submitted_at = time.monotonic()
+            request_id, submitted_at = await self._submit(request, row)
         else:
             request_id = row.request_id
             self.log.info(f"{request.shot_id}: resuming fal request {request_id} ({row.status.value})")
@@ -250,7 +249,8 @@ class ShotGenerator:
         self.in_flight.pop(row.request_key, None)
         await self._deliver(request, row, outcome, video_url=video_url)
 
-    async def _submit(self, request: ShotRequest, row: RequestRow) -> str:
+    async def _submit(self, request: ShotRequest, row: RequestRow) -> tuple[str, float]:
+        """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
         payload = {
             "prompt": request.prompt,
             "image_url": await self.fal.image_argument(self.client, request),
@@ -258,6 +258,7 @@ class ShotGenerator:
             "duration": str(request.duration),
         }
         heartbeat = asyncio.create_task(self._heartbeat(row.request_key))
+        sent_at = time.monotonic()
         try:
             handle = await self.client.submit(
                 self.fal.endpoint_id, payload, start_timeout=self.fal.submit_timeout_seconds
@@ -284,7 +285,7 @@ class ShotGenerator:
             heartbeat.cancel()
         await asyncio.to_thread(self.ledger.mark_submitted, row.request_key, handle.request_id)
         self.log.info(f"{request.shot_id}: submitted fal request {handle.request_id}")
-        return handle.request_id
+        return handle.request_id, sent_at
 
     async def _heartbeat(self, request_key: str) -> None:
         while True:
