@@ -196,3 +196,16 @@ def test_terminated_after_fal_completed_still_delivers_the_paid_video(workspace,
     ((path,),) = query(workspace, "SELECT path FROM videos")
     assert os.path.exists(path)
     assert emulator.stats()["submissions"] == 1
+
+
+def test_partial_files_of_dead_processes_are_removed(tmp_path):
+    from hailuo_pipeline.generation.download import remove_abandoned_partials
+
+    destination = tmp_path / "shot" / "take001-x.mp4"
+    destination.parent.mkdir()
+    dead = destination.with_name(f".{destination.name}.999999999.partial")
+    alive = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"half")
+    remove_abandoned_partials(destination)
+    assert not dead.exists() and alive.exists()

@@ -30,6 +30,7 @@ async def download_video(
 ) -> DownloadedVideo:
     """One attempt. The result URL needs no credentials, so the fal key is never sent with it."""
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_partials(destination)
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     digest = hashlib.sha256()
     size = 0
@@ -57,6 +58,24 @@ async def download_video(
         raise DownloadError(f"GET {url} failed: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def remove_abandoned_partials(destination: Path) -> None:
+    """Partial files left by killed processes; a live process's partial is left alone."""
+    for partial in destination.parent.glob(f".{destination.name}.*.partial"):
+        pid = partial.name.removeprefix(f".{destination.name}.").removesuffix(".partial")
+        if pid.isdigit() and not _alive(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def file_matches(path: Path, sha256: str, size: int) -> bool:
