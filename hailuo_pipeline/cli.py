@@ -83,15 +83,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def pending_shots(registered: list[str], in_manifest: set[str]) -> list[str]:
     """Registered shots in the manifest with no delivered or in-flight request."""
+    from hailuo_pipeline.catalog.ledger import RequestLedger
     from hailuo_pipeline.catalog.store import Catalog
 
-    with Catalog(settings.catalog_path()).connect(read_only=True) as conn:
-        settled = {
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT shot_id FROM requests WHERE status NOT IN ('failed', 'cancelled')"
-            ).fetchall()
-        }
+    settled = RequestLedger(Catalog(settings.catalog_path())).settled_shots()
     return [s for s in registered if s in in_manifest and s not in settled]
 
 

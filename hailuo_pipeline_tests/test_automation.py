@@ -96,3 +96,12 @@ def test_nightly_sweep_requests_missing_and_failed_shots_within_the_daily_budget
     assert all(
         {k.to_user_string() for k in r.asset_selection} == {"source_image", "prompt", "hailuo_video"} for r in requests
     )
+
+
+def test_nightly_sweep_survives_an_invalid_duration(workspace):
+    write_shots(workspace, [{"shot_id": "odd", "prompt": "p", "duration": "7"}, {"shot_id": "ok", "prompt": "p"}])
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("shots", ["odd", "ok"])
+    context = build_schedule_context(instance=instance, resources=build_definitions().resources)
+    requests = list(nightly_sweep(context))
+    assert sorted(r.partition_key for r in requests) == ["odd", "ok"]  # the invalid one in a run of its own

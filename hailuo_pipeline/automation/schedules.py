@@ -8,8 +8,8 @@ from dagster import DefaultScheduleStatus, ScheduleEvaluationContext, SkipReason
 from hailuo_pipeline.automation.partitions import SHOTS_PER_RUN, shots_partitions
 from hailuo_pipeline.automation.registration import plan_shot_runs, range_run_requests
 from hailuo_pipeline.automation.sensors import SHOT_ASSETS
-from hailuo_pipeline.catalog.ledger import RequestLedger, utcnow
-from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS, ENDPOINT_ID
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
 
 SWEEP_CRON = os.environ.get("HAILUO_SWEEP_CRON", "0 3 * * *")
@@ -20,13 +20,8 @@ def shots_to_sweep(
 ) -> list[str]:
     """Shots with no delivered or in-flight request, in order, while the money lasts.
     Ambiguous submits are left for a person to decide."""
+    settled = ledger.settled_shots()
     with ledger.catalog.connect(read_only=True) as conn:
-        settled = {
-            row[0]
-            for row in conn.execute(
-                "SELECT DISTINCT shot_id FROM requests WHERE status NOT IN ('failed', 'cancelled')"
-            ).fetchall()
-        }
         prices = {d: ledger.price_for(conn, ENDPOINT_ID, d)[1] for d in set(durations.values())}
     chosen: list[str] = []
     spend = Decimal(0)
@@ -53,22 +48,17 @@ def nightly_sweep(
     manifest = shots.manifest()
     registered = context.instance.get_dynamic_partitions(shots_partitions.name)
     candidates = [s for s in registered if s in manifest.shots]
-    durations = {}
-    for shot_id in candidates:
-        try:
-            durations[shot_id] = int(manifest.shots[shot_id].duration)
-        except ValueError:
-            durations[shot_id] = 6  # the run will refuse it with the shot's own message
+    # an invalid duration is budgeted as the default; its run refuses it with the shot's own message
+    offered = {str(d) for d in DURATIONS_SECONDS}
+    durations = {
+        s: int(manifest.shots[s].duration) if manifest.shots[s].duration in offered else DEFAULT_DURATION_SECONDS
+        for s in candidates
+    }
     limits = budget.budget()
     ledger = catalog.ledger()
     remaining = None
     if limits.daily_usd is not None:
-        with ledger.catalog.connect(read_only=True) as conn:
-            committed = conn.execute(
-                "SELECT coalesce(sum(cost_usd + reserved_usd), 0) FROM requests WHERE CAST(created_at AS DATE) = ?",
-                [utcnow().date()],
-            ).fetchone()
-        remaining = limits.daily_usd - Decimal(committed[0] if committed else 0)
+        remaining = limits.daily_usd - ledger.committed_today_usd()
     chosen = shots_to_sweep(ledger, candidates, durations, remaining)
     if not chosen:
         return SkipReason("no missing or failed shots (or no budget left today)")

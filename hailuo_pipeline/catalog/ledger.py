@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -124,6 +124,16 @@ _VIDEO_COLUMNS = (
 )
 
 
+def _committed(conn: duckdb.DuckDBPyConnection, day: date) -> tuple[Decimal, Decimal]:
+    """Spent plus reserved: in all, and on one UTC day."""
+    found = conn.execute(
+        "SELECT coalesce(sum(cost_usd + reserved_usd), 0), "
+        "coalesce(sum(cost_usd + reserved_usd) FILTER (WHERE CAST(created_at AS DATE) = ?), 0) FROM requests",
+        [day],
+    ).fetchone()
+    return (Decimal(found[0]), Decimal(found[1])) if found else (Decimal(0), Decimal(0))
+
+
 def _row(values: tuple[Any, ...] | None) -> RequestRow | None:
     if values is None:
         return None
@@ -227,11 +237,7 @@ class RequestLedger:
     ) -> RequestRow:
         price_id, price = self.price_for(conn, request.endpoint, request.duration_seconds)
         now = utcnow()
-        total, today = conn.execute(
-            "SELECT coalesce(sum(cost_usd + reserved_usd), 0), "
-            "coalesce(sum(cost_usd + reserved_usd) FILTER (WHERE CAST(created_at AS DATE) = ?), 0) FROM requests",
-            [now.date()],
-        ).fetchone()
+        total, today = _committed(conn, now.date())
         if budget.total_usd is not None and Decimal(total) + price > budget.total_usd:
             raise BudgetExceededError(
                 f"total budget ${budget.total_usd:.2f} would be exceeded "
@@ -422,6 +428,20 @@ class RequestLedger:
             return _row(
                 conn.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE request_key = ?", [request_key]).fetchone()
             )
+
+    def settled_shots(self) -> set[str]:
+        """Shots with a delivered, in-flight or ambiguous request: nothing to sweep or retry there."""
+        with self.catalog.connect(read_only=True) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT shot_id FROM requests WHERE status NOT IN (?, ?)",
+                [Status.FAILED.value, Status.CANCELLED.value],
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def committed_today_usd(self) -> Decimal:
+        """Spent plus reserved on the current UTC day: what the daily budget is measured against."""
+        with self.catalog.connect(read_only=True) as conn:
+            return _committed(conn, utcnow().date())[1]
 
     def result_of(self, request_key: str) -> dict[str, Any] | None:
         with self.catalog.connect(read_only=True) as conn:
