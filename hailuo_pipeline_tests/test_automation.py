@@ -102,6 +102,10 @@ def test_nightly_sweep_survives_an_invalid_duration(workspace):
     write_shots(workspace, [{"shot_id": "odd", "prompt": "p", "duration": "7"}, {"shot_id": "ok", "prompt": "p"}])
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions("shots", ["odd", "ok"])
-    context = build_schedule_context(instance=instance, resources=build_definitions().resources)
+    context = build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=datetime(2026, 11, 29, 3, 0),
+        resources=build_definitions().resources,
+    )
     requests = list(nightly_sweep(context))
     assert sorted(r.partition_key for r in requests) == ["odd", "ok"]  # the invalid one in a run of its own

@@ -62,6 +62,6 @@ def nightly_sweep(
     chosen = shots_to_sweep(ledger, candidates, durations, remaining)
     if not chosen:
         return SkipReason("no missing or failed shots (or no budget left today)")
-    stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M") if context.scheduled_execution_time else "now"
+    stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M")
     keys = [a.key for a in SHOT_ASSETS]
     return range_run_requests(plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN), keys, f"sweep-{stamp}")
