@@ -139,12 +139,15 @@ class Catalog:
     def _open(self) -> duckdb.DuckDBPyConnection:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.patience_seconds
+        created_by = time.monotonic() + 5.0
         delay = 0.005
         while True:
             try:
                 return duckdb.connect(self.path)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                if not _is_lock_conflict(exc):
+                # another process may be creating the file this very moment: give it a few seconds
+                being_created = "not a valid duckdb database" in str(exc).lower() and time.monotonic() < created_by
+                if not (_is_lock_conflict(exc) or being_created):
                     raise
                 if time.monotonic() > deadline:
                     raise CatalogBusyError(
