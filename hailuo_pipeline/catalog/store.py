@@ -39,16 +39,21 @@ _held: dict[str, _Held] = {}
 _guard = threading.Lock()
 
 
+def _release(path: str) -> None:
+    """Close the process's connection to `path`, if it holds one (call with the path's lock held)."""
+    held = _held.pop(path, None)
+    if held is not None:
+        if held.closer is not None:
+            held.closer.cancel()
+        held.conn.close()
+
+
 def _close_all_at_exit() -> None:
     """Close lingering connections before the interpreter tears down (a DuckDB connection closed by a
     timer thread during finalisation aborts the process)."""
     for path in list(_held):
         with _lock_for(path):
-            held = _held.pop(path, None)
-            if held is not None:
-                if held.closer is not None:
-                    held.closer.cancel()
-                held.conn.close()
+            _release(path)
 
 
 atexit.register(_close_all_at_exit)
@@ -93,21 +98,18 @@ class Catalog:
             conn.execute("ROLLBACK" if read_only else "COMMIT")
             held.last_used = time.monotonic()
             if held.last_used - held.opened_at > self.max_hold_seconds:
-                self._release()
+                _release(self.path)
                 time.sleep(0.02)  # step aside: other processes are retrying for the lock
-            else:
-                self._schedule_close(held)
+            elif held.closer is None:
+                self._schedule_close(held, self.linger_seconds)
 
     def close(self) -> None:
         with self._lock:
-            self._release()
+            _release(self.path)
 
     def _checkout(self) -> _Held:
         held = _held.get(self.path)
         if held is not None:
-            if held.closer is not None:
-                held.closer.cancel()
-                held.closer = None
             return held
         conn = self._open()
         try:
@@ -119,22 +121,23 @@ class Catalog:
         held = _held[self.path] = _Held(conn, now, now)
         return held
 
-    def _schedule_close(self, held: _Held) -> None:
+    def _schedule_close(self, held: _Held, delay: float) -> None:
+        """One timer per held connection: it closes the connection once idle for `linger_seconds`,
+        or re-arms itself for the rest of that time (cheaper than a new timer per transaction)."""
+
         def close_if_idle() -> None:
             with self._lock:
-                if _held.get(self.path) is held and time.monotonic() - held.last_used >= self.linger_seconds * 0.9:
-                    self._release()
+                if _held.get(self.path) is not held:
+                    return
+                idle = time.monotonic() - held.last_used
+                if idle >= self.linger_seconds * 0.9:
+                    _release(self.path)
+                else:
+                    self._schedule_close(held, self.linger_seconds - idle)
 
-        held.closer = threading.Timer(self.linger_seconds, close_if_idle)
+        held.closer = threading.Timer(delay, close_if_idle)
         held.closer.daemon = True
         held.closer.start()
-
-    def _release(self) -> None:
-        held = _held.pop(self.path, None)
-        if held is not None:
-            if held.closer is not None:
-                held.closer.cancel()
-            held.conn.close()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
