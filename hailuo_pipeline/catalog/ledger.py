@@ -351,7 +351,7 @@ class RequestLedger:
         self, request_key: str, status: Status, error_type: str, message: str, *, possibly_charged: bool = False
     ) -> None:
         with self.catalog.connect() as conn:
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE requests SET status = ?, error_type = ?, error_message = ?, possibly_charged = ?, "
                 "completed_at = coalesce(completed_at, ?), reserved_usd = 0, cost_usd = 0 "
                 "WHERE request_key = ? AND status NOT IN (?, ?)",
@@ -365,8 +365,9 @@ class RequestLedger:
                     Status.COMPLETED.value,
                     Status.SUCCEEDED.value,
                 ],
-            )
-            self._event(conn, request_key, status, f"{error_type}: {message[:500]}")
+            ).fetchone()
+            if changed and changed[0]:  # a paid (completed) request is never turned into a failure
+                self._event(conn, request_key, status, f"{error_type}: {message[:500]}")
 
     def _transition(
         self,
@@ -414,12 +415,13 @@ class RequestLedger:
                         utcnow(),
                     ],
                 )
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE requests SET status = ?, wall_seconds = epoch(? - created_at) WHERE request_key = ? "
                 "AND status <> ?",
                 [Status.SUCCEEDED.value, utcnow(), request_key, Status.SUCCEEDED.value],
-            )
-            self._event(conn, request_key, Status.SUCCEEDED, video.path)
+            ).fetchone()
+            if changed and changed[0]:  # a second delivery of the same request is not a new transition
+                self._event(conn, request_key, Status.SUCCEEDED, video.path)
             return VideoRow(*existing) if existing else video
 
     # -- reads -----------------------------------------------------------------------------

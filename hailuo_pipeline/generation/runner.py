@@ -71,7 +71,6 @@ class ShotOutcome:
     failure: ShotFailure | None = None
     polls: int = 0
     seconds: float = 0.0
-    mismatches: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -219,7 +218,7 @@ class ShotGenerator:
                 outcome.video, outcome.reused = claim.video, True
                 return
             self.log.warning(f"{request.shot_id}: {claim.video.path} is missing or changed; fetching it again")
-            await self._deliver(request, row, outcome, video_url=None)
+            await self._deliver(request, row, outcome, video=None)
             return
         if claim.kind is ClaimKind.AMBIGUOUS:
             raise PermanentShotFailure(
@@ -237,17 +236,17 @@ class ShotGenerator:
             self.log.info(f"{request.shot_id}: resuming fal request {request_id} ({row.status.value})")
         assert request_id is not None
         if row.status in (Status.COMPLETED, Status.SUCCEEDED) and row.video_url:
-            await self._deliver(request, row, outcome, video_url=row.video_url)
+            await self._deliver(request, row, outcome, video=None)
             return
         self.in_flight[row.request_key] = (request_id, request)
         try:
-            video_url = await self._follow(request, row, request_id, outcome, submitted_at)
+            video = await self._follow(request, row, request_id, outcome, submitted_at)
         except ShotFailure:
             self.in_flight.pop(row.request_key, None)
             raise
         # a cancelled task (run terminated) keeps its entry, so cancel_in_flight() can cancel it at fal
         self.in_flight.pop(row.request_key, None)
-        await self._deliver(request, row, outcome, video_url=video_url)
+        await self._deliver(request, row, outcome, video=video)
 
     async def _submit(self, request: ShotRequest, row: RequestRow) -> tuple[str, float]:
         """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
@@ -299,8 +298,9 @@ class ShotGenerator:
         request_id: str,
         outcome: ShotOutcome,
         submitted_at: float | None = None,
-    ) -> str:
-        """Poll politely until fal finishes, then store the result before downloading anything."""
+    ) -> dict[str, Any]:
+        """Poll politely until fal finishes, then store the result before downloading anything.
+        Returns the result's `video` entry (url, file_size, ...)."""
         handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
         errors, polls, last_position, seen_logs = 0, 0, None, 0
         failing_since: float | None = None
@@ -343,7 +343,7 @@ class ShotGenerator:
                     if status.position != last_position and self.detailed_logs:
                         self.log.info(f"{request.shot_id}: in queue at position {status.position}")
                     last_position = status.position
-                    if recorded is not Status.IN_QUEUE and recorded in (Status.RESERVED, Status.SUBMITTED):
+                    if recorded in (Status.RESERVED, Status.SUBMITTED):
                         await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_QUEUE)
                         recorded = Status.IN_QUEUE
                 elif isinstance(status, fal_client.InProgress):
@@ -372,7 +372,7 @@ class ShotGenerator:
             raise PermanentShotFailure(request.shot_id, "fal completed the request but returned no video")
         inference = (status.metrics or {}).get("inference_time")
         await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video["url"], inference)
-        return video["url"]
+        return video
 
     async def _fetch_result(self, request: ShotRequest, row: RequestRow, handle: fal_client.AsyncRequestHandle) -> dict:
         for attempt in range(1, self.fal.max_poll_errors + 1):
@@ -412,10 +412,12 @@ class ShotGenerator:
             raise PermanentShotFailure(request.shot_id, f"fal request {handle.request_id} was cancelled")
         http_status, detail = None, status.error
         try:
-            await handle.get(interval=self.fal.poll_interval_seconds)
+            await asyncio.wait_for(
+                handle.get(interval=self.fal.poll_interval_seconds), timeout=self.fal.call_timeout_seconds
+            )
         except fal_client.FalClientHTTPError as exc:
             http_status, detail = exc.status_code, _describe(exc.message)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             self.log.warning(f"{request.shot_id}: could not read the model's error ({exc!r})")
         error_type = status.error_type or "model_error"
         permanent = is_permanent_error(status.error_type, http_status)
@@ -427,16 +429,16 @@ class ShotGenerator:
         raise failure(request.shot_id, message + ("" if permanent else "; a new attempt will submit again"))
 
     async def _deliver(
-        self, request: ShotRequest, row: RequestRow, outcome: ShotOutcome, video_url: str | None
+        self, request: ShotRequest, row: RequestRow, outcome: ShotOutcome, video: dict[str, Any] | None
     ) -> None:
-        """Download (again, if need be) from the stored result URL; never resubmit for a download problem."""
+        """Download (again, if need be) from the result's URL; never resubmit for a download problem.
+        `video` is the result's video entry, or None to read the stored result from the ledger."""
         current = await asyncio.to_thread(self.ledger.get, row.request_key)
         assert current is not None and current.request_id is not None
-        url = video_url or current.video_url
-        expected = None
-        if current.status in (Status.COMPLETED, Status.SUCCEEDED):
-            with_result = await asyncio.to_thread(self.ledger.result_of, row.request_key)
-            expected = ((with_result or {}).get("video") or {}).get("file_size")
+        if video is None:
+            video = ((await asyncio.to_thread(self.ledger.result_of, row.request_key)) or {}).get("video") or {}
+        url = video.get("url") or current.video_url
+        expected = video.get("file_size")
         if not url:
             raise TransientShotFailure(request.shot_id, "the ledger has no video URL for this request yet")
         destination = self.videos_dir / request.shot_id / f"take{current.take:03d}-{current.request_id}.mp4"
@@ -457,9 +459,9 @@ class ShotGenerator:
                 "attempt fetches it again without a new request",
             )
         probe = downloaded.probe
-        outcome.mismatches = problems_with(probe, request.duration)
-        if outcome.mismatches:
-            self.log.warning(f"{request.shot_id}: delivered video does not match the request: {outcome.mismatches}")
+        mismatches = problems_with(probe, request.duration)
+        if mismatches:  # paid and kept; the videos_match_requests check reports it
+            self.log.warning(f"{request.shot_id}: delivered video does not match the request: {mismatches}")
         video = VideoRow(
             request_id=current.request_id,
             request_key=current.request_key,
@@ -500,8 +502,8 @@ class ShotGenerator:
                 assert row is not None
                 outcome = ShotOutcome(request.shot_id)
                 try:
-                    url = await self._follow(request, row, request_id, outcome)
-                    await self._deliver(request, row, outcome, video_url=url)
+                    video = await self._follow(request, row, request_id, outcome)
+                    await self._deliver(request, row, outcome, video=video)
                 except ShotFailure as failure:
                     self.log.warning(str(failure))
         return cancelled
