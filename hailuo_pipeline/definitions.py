@@ -8,10 +8,9 @@ import os
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
 from hailuo_pipeline import settings
-from hailuo_pipeline.assets.checks import costs_match_price_table, videos_match_requests
 from hailuo_pipeline.assets.inputs import prompt, source_image
 from hailuo_pipeline.assets.report import cost_report
-from hailuo_pipeline.assets.video import hailuo_video
+from hailuo_pipeline.assets.video import hailuo_shots, hailuo_video
 from hailuo_pipeline.automation.partitions import shots_partitions
 from hailuo_pipeline.automation.schedules import nightly_sweep
 from hailuo_pipeline.automation.sensors import shots_manifest_sensor
@@ -19,14 +18,17 @@ from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
 
 shot_inputs_job = define_asset_job(
-    "shot_inputs", selection=AssetSelection.assets(source_image, prompt), partitions_def=shots_partitions
+    "shot_inputs",
+    selection=AssetSelection.assets(source_image.key, prompt.key),
+    partitions_def=shots_partitions,
+    description="Validate shots without spending",
 )
 shot_videos_job = define_asset_job(
-    "shot_videos", selection=AssetSelection.assets(hailuo_video), partitions_def=shots_partitions
+    "shot_videos", selection=AssetSelection.assets(hailuo_video.key), partitions_def=shots_partitions
 )
 shots_job = define_asset_job(
     "generate_shots",
-    selection=AssetSelection.assets(source_image, prompt, hailuo_video),
+    selection=AssetSelection.assets(source_image.key, prompt.key, hailuo_video.key),
     partitions_def=shots_partitions,
     description="Validate shots and generate their videos, many shots per run",
 )
@@ -40,8 +42,7 @@ def _env_float(name: str, default: float) -> float:
 def build_definitions() -> Definitions:
     """Read the environment now (HAILUO_DATA_DIR, budgets), so tests and the CLI can choose it first."""
     return Definitions(
-        assets=[source_image, prompt, hailuo_video, cost_report],
-        asset_checks=[videos_match_requests, costs_match_price_table],
+        assets=[hailuo_shots, cost_report],
         jobs=[shots_job, shot_inputs_job, shot_videos_job, cost_report_job],
         sensors=[shots_manifest_sensor],
         schedules=[nightly_sweep],

@@ -19,10 +19,9 @@ from hailuo_pipeline_tests.shots import make_image, write_shots
 
 
 def video_status(instance: DagsterInstance, shot_id: str) -> StaleStatus:
-    from hailuo_pipeline.assets.inputs import prompt, source_image
-    from hailuo_pipeline.assets.video import hailuo_video
+    from hailuo_pipeline.assets.video import hailuo_shots
 
-    resolver = get_stale_status_resolver(instance, [source_image, prompt, hailuo_video])
+    resolver = get_stale_status_resolver(instance, [hailuo_shots])
     return resolver.get_status(AssetKey("hailuo_video"), shot_id)
 
 
@@ -50,6 +49,27 @@ def test_prompt_edit_marks_the_video_stale_and_a_new_take_keeps_the_old(workspac
         (2, "succeeded", Decimal("0.19")),
     ]
     assert query(workspace, "SELECT count(*) FROM videos") == [(2,)]
+
+
+def test_in_a_batch_run_an_edit_marks_only_that_shots_video_stale(workspace, emulator):
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "one"}, {"shot_id": "s2", "prompt": "two"}])
+    summary = materialize()
+    assert summary["succeeded"] == ["s1", "s2"] and len(summary["run_ids"]) == 1  # one run, both shots
+    instance = DagsterInstance.get()
+    assert [video_status(instance, s) for s in ("s1", "s2")] == [StaleStatus.FRESH, StaleStatus.FRESH]
+
+    write_shots(
+        workspace,
+        [
+            {"shot_id": "s1", "prompt": "one", "image": "images/s1.jpg"},
+            {"shot_id": "s2", "prompt": "two, edited", "image": "images/s2.jpg"},
+        ],
+    )
+    build_definitions().resolve_job_def("shot_inputs").execute_in_process(
+        instance=instance, tags={"dagster/asset_partition_range_start": "s1", "dagster/asset_partition_range_end": "s2"}
+    )
+    assert [video_status(instance, s) for s in ("s1", "s2")] == [StaleStatus.FRESH, StaleStatus.STALE]
+    assert emulator.stats()["submissions"] == 2
 
 
 def test_sensor_registers_a_10000_row_manifest_in_runs_of_100(workspace):

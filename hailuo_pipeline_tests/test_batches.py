@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetPartitionStatus, DagsterInstance
 
+from hailuo_pipeline.automation.partitions import shots_partitions
 from hailuo_pipeline.cli import materialize
 from hailuo_pipeline_tests.helpers import query
 from hailuo_pipeline_tests.shots import write_shots
@@ -24,6 +25,13 @@ def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspa
     assert run.is_failure
     materialized = instance.get_materialized_partitions(AssetKey("hailuo_video"))
     assert materialized == {"s2", "s3"}
+    status = instance.get_status_by_partition(AssetKey("hailuo_video"), ["s1", "s2", "s3"], shots_partitions)
+    assert status == {
+        "s1": AssetPartitionStatus.FAILED,
+        "s2": AssetPartitionStatus.MATERIALIZED,
+        "s3": AssetPartitionStatus.MATERIALIZED,
+    }
+    assert instance.get_materialized_partitions(AssetKey("source_image")) == {"s1", "s2", "s3"}
 
     second = materialize()
     assert second["requested"] == ["s1"] and second["succeeded"] == ["s1"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import DagsterInstance, build_asset_check_context
+from dagster import DagsterInstance
 
 from hailuo_pipeline.assets.checks import costs_match_price_table, videos_match_requests
 from hailuo_pipeline.catalog.store import Catalog
@@ -24,19 +24,19 @@ def test_checks_pass_then_catch_a_damaged_video_and_a_wrong_charge(workspace, em
     write_shots(workspace, TWO)
     materialize()
     catalog = resource(workspace)
-    assert videos_match_requests(build_asset_check_context(), catalog=catalog).passed
-    assert costs_match_price_table(catalog=catalog).passed
+    assert videos_match_requests(catalog).passed
+    assert costs_match_price_table(catalog).passed
 
     ((path,),) = query(workspace, "SELECT path FROM videos WHERE shot_id = 'b'")
     Path(path).write_bytes(Path(path).read_bytes()[:1000])
-    damaged = videos_match_requests(build_asset_check_context(), catalog=catalog)
+    damaged = videos_match_requests(catalog)
     assert not damaged.passed
     assert damaged.metadata["problems"].value == 1
     assert "b (" in damaged.metadata["first_problems"].value[0]
 
     with Catalog(workspace / "catalog.duckdb").connect() as db:
         db.execute("UPDATE requests SET cost_usd = 0.19 WHERE shot_id = 'b'")
-    wrong = costs_match_price_table(catalog=catalog)
+    wrong = costs_match_price_table(catalog)
     assert not wrong.passed and wrong.metadata["mismatches"].value == 1
 
 

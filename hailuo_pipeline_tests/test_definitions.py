@@ -35,6 +35,7 @@ def test_lineage_kinds_pool_and_retry_policy():
     assert graph.get(AssetKey("cost_report")).parent_keys == {AssetKey("hailuo_video")}
     assert {"fal", "video", "duckdb"} <= set(video.kinds)
     assets_def = graph.assets_def_for_key(AssetKey("hailuo_video"))
+    assert assets_def.can_subset and assets_def.keys == {AssetKey("source_image"), AssetKey("prompt"), video.key}
     assert assets_def.op.pool == "fal"
     assert assets_def.op.retry_policy.max_retries == 3
     checks = {key.name for key in graph.asset_check_keys}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 
 import pytest
@@ -14,11 +16,37 @@ def schedule(estimate: CompletionEstimate, elapsed: float | None) -> PollSchedul
     return PollSchedule(first=1.0, backoff=1.25, longest=5.0, estimate=estimate, since=since)
 
 
-def test_without_history_it_backs_off_from_one_second_to_five():
+def test_without_history_it_backs_off_from_about_one_second_to_five():
     plan = schedule(CompletionEstimate(), 0.0)
     waits = [plan.next_wait() for _ in range(12)]
-    assert waits[:3] == pytest.approx([1.0, 1.25, 1.5625])
+    first = waits[0]
+    assert 0.5 <= first < 1.5
+    assert waits[1:3] == pytest.approx([max(first, 1.0) * 1.25, max(first, 1.0) * 1.25**2])
     assert max(waits) == 5.0 and waits[-1] == 5.0
+
+
+def test_a_batch_staggers_its_first_polls_over_the_interval():
+    estimate = CompletionEstimate()
+    firsts = sorted(schedule(estimate, 0.0).next_wait() for _ in range(16))
+    assert firsts[0] >= 0.5 and firsts[-1] < 1.5
+    assert max(b - a for a, b in itertools.pairwise(firsts)) < 0.15  # 16 polls spread over 1 s
+
+
+def test_a_finished_request_wakes_those_running_as_long_but_not_younger_ones():
+    async def scenario() -> tuple[bool, bool]:
+        estimate = CompletionEstimate()
+        older = PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic() - 5.0)
+        younger = PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic())
+        waits = [asyncio.create_task(older.sleep()), asyncio.create_task(younger.sleep())]
+        await asyncio.sleep(0)  # let both start waiting
+        estimate.observe(4.0, 4.5)  # a request of the batch finished after running between 4 and 4.5 s
+        done, _ = await asyncio.wait(waits, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+        woke = (waits[0] in done, waits[1].done())
+        for task in waits:
+            task.cancel()
+        return woke
+
+    assert asyncio.run(scenario()) == (True, False)
 
 
 def test_aims_at_the_middle_of_the_window_finished_requests_agree_on():
@@ -27,7 +55,8 @@ def test_aims_at_the_middle_of_the_window_finished_requests_agree_on():
     estimate.observe(4.6, 6.0)  # windows intersect in (4.6, 5.8)
     assert estimate.window() == (4.6, 5.8)
     plan = schedule(estimate, elapsed=4.0)
-    assert plan.next_wait() == pytest.approx(1.0, abs=0.02)  # the regular second comes first
+    regular = plan.interval
+    assert regular < 1.2 and plan.next_wait() == pytest.approx(regular, abs=0.02)  # the regular poll comes first
     plan = schedule(estimate, elapsed=4.8)
     assert plan.next_wait() == pytest.approx((4.8 + 5.8) / 2 - 4.8, abs=0.02)
 
@@ -37,7 +66,8 @@ def test_a_narrow_window_aims_at_its_end_and_a_late_request_falls_back():
     estimate.observe(4.95, 5.02)
     assert schedule(estimate, elapsed=4.5).next_wait() == pytest.approx(0.52, abs=0.02)
     late = schedule(estimate, elapsed=6.0)
-    assert late.next_wait() == 1.0 and late.next_wait() == 1.25
+    first = late.next_wait()
+    assert 0.5 <= first < 1.5 and late.next_wait() == pytest.approx(max(first, 1.0) * 1.25)
 
 
 def test_durations_that_disagree_use_the_typical_window_and_resumed_requests_ignore_it():
@@ -45,4 +75,6 @@ def test_durations_that_disagree_use_the_typical_window_and_resumed_requests_ign
     for running, finished in [(4.0, 5.0), (6.0, 7.0), (5.0, 6.0)]:
         estimate.observe(running, finished)
     assert estimate.window() == (5.0, 6.0)
-    assert schedule(estimate, elapsed=None).next_wait() == 1.0
+    resumed = schedule(estimate, elapsed=None)
+    regular = resumed.interval
+    assert resumed.next_wait() == regular  # the regular schedule, not the window

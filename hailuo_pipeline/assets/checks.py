@@ -1,32 +1,43 @@
-"""Asset checks on hailuo_video: what was delivered is what was paid for, at the published price."""
+"""Asset checks on hailuo_video: what was delivered is what was paid for, at the published price.
+
+They are check specs of the step that makes the videos (assets/video.py), which evaluates them once its
+shots are done; selected on their own (the UI's "Execute checks"), they cover the whole catalog."""
 
 from pathlib import Path
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
 
-from hailuo_pipeline.assets.video import hailuo_video
 from hailuo_pipeline.resources import CatalogResource
 from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_with
 
 MAX_LISTED = 20
 
 
-@asset_check(
-    asset=hailuo_video,
+VIDEOS_MATCH_REQUESTS = AssetCheckSpec(
+    "videos_match_requests",
+    asset="hailuo_video",
     description="The videos recorded by this run (all videos, when the check runs on its own) play and "
     "match their requests (length, 768p)",
 )
-def videos_match_requests(context: AssetCheckExecutionContext, catalog: CatalogResource) -> AssetCheckResult:
+COSTS_MATCH_PRICE_TABLE = AssetCheckSpec(
+    "costs_match_price_table",
+    asset="hailuo_video",
+    description="Every charge equals the price table in effect when it was submitted",
+)
+VIDEO_CHECKS = [VIDEOS_MATCH_REQUESTS, COSTS_MATCH_PRICE_TABLE]
+
+
+def videos_match_requests(catalog: CatalogResource, run_id: str | None = None) -> AssetCheckResult:
+    """The videos recorded by `run_id` (every video when None or when that run recorded none)."""
     with catalog.get_connection() as conn:
         in_run = conn.execute(
-            "SELECT count(*) FROM requests r JOIN videos v USING (request_key) WHERE r.run_id = ?",
-            [context.op_execution_context.run_id],
+            "SELECT count(*) FROM requests r JOIN videos v USING (request_key) WHERE r.run_id = ?", [run_id]
         ).fetchone()
-        scope = "WHERE r.run_id = ?" if in_run and in_run[0] else ""
+        scope = "WHERE r.run_id = ?" if run_id and in_run and in_run[0] else ""
         rows = conn.execute(
             "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds FROM videos v "
             f"JOIN requests r USING (request_key) {scope} ORDER BY v.recorded_at",
-            [context.op_execution_context.run_id] if scope else [],
+            [run_id] if scope else [],
         ).fetchall()
     problems: list[str] = []
     for shot_id, request_id, path, size, requested in rows:
@@ -40,13 +51,14 @@ def videos_match_requests(context: AssetCheckExecutionContext, catalog: CatalogR
             found = [str(exc)]
         problems.extend(f"{shot_id} ({request_id}): {p}" for p in found)
     return AssetCheckResult(
+        asset_key=VIDEOS_MATCH_REQUESTS.asset_key,
+        check_name=VIDEOS_MATCH_REQUESTS.name,
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
         metadata={"videos_checked": len(rows), "problems": len(problems), "first_problems": problems[:MAX_LISTED]},
     )
 
 
-@asset_check(asset=hailuo_video, description="Every charge equals the price table in effect when it was submitted")
 def costs_match_price_table(catalog: CatalogResource) -> AssetCheckResult:
     with catalog.get_connection() as conn:
         mismatches = conn.execute(
@@ -67,6 +79,8 @@ def costs_match_price_table(catalog: CatalogResource) -> AssetCheckResult:
         checked = conn.execute("SELECT count(*) FROM requests").fetchone()
     listed = [f"{s} ({k}, {st}): charged {c}, price {p}" for s, k, st, c, p in mismatches[:MAX_LISTED]]
     return AssetCheckResult(
+        asset_key=COSTS_MATCH_PRICE_TABLE.asset_key,
+        check_name=COSTS_MATCH_PRICE_TABLE.name,
         passed=not mismatches,
         metadata={"requests_checked": checked[0] if checked else 0, "mismatches": len(mismatches), "first": listed},
     )

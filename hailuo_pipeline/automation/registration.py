@@ -94,7 +94,7 @@ def range_run_requests(ranges: list[tuple[str, str]], assets: list[AssetKey], ke
 
 def plan_shot_runs(ordered: list[str], shot_ids: list[str], manifest: Manifest, max_size: int) -> list[tuple[str, str]]:
     """Partition ranges for runs of inputs + video. A shot failing the cheap checks gets a run of its
-    own, so that its failed inputs step (which skips the video step) cannot hold back good shots."""
+    own: it will be refused, and a batch's run then stays green for the good shots."""
     doubtful = [s for s in shot_ids if s in manifest.shots and quick_problem(manifest.shots[s])]
     good = [s for s in shot_ids if s not in doubtful]
     return partition_ranges(ordered, good, max_size) + partition_ranges(ordered, doubtful, 1)

@@ -63,5 +63,5 @@ def nightly_sweep(
     if not chosen:
         return SkipReason("no missing or failed shots (or no budget left today)")
     stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M")
-    keys = [a.key for a in SHOT_ASSETS]
-    return range_run_requests(plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN), keys, f"sweep-{stamp}")
+    runs = plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN)
+    return range_run_requests(runs, SHOT_ASSETS, f"sweep-{stamp}")

@@ -22,7 +22,7 @@ from hailuo_pipeline.automation.registration import (
 from hailuo_pipeline.resources import CatalogResource, ShotsResource
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
-SHOT_ASSETS = [source_image, prompt, hailuo_video]
+SHOT_ASSETS = [source_image.key, prompt.key, hailuo_video.key]
 
 
 @sensor(
@@ -47,7 +47,7 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     existing = context.instance.get_dynamic_partitions(shots_partitions.name)
     plan = record_shots(catalog.catalog(), manifest, set(existing))
     ordered = [*existing, *plan.new]
-    keys = [a.key for a in SHOT_ASSETS]
+    keys = SHOT_ASSETS
     run_requests = [
         *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), keys, digest[:12]),
         # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.

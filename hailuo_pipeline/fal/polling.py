@@ -6,23 +6,42 @@ recent windows and polling in their middle (a bisection, one halving per request
 be seen finishing within a fraction of a second, without polling more often than about once a second.
 When durations vary a little, the typical window is used; when they vary a lot, polls that land early
 are simply followed by the regular schedule.
+
+Before any request has finished there is no window. The requests of a batch then share the work: their
+schedules start at staggered phases, so that together they poll every interval / C seconds, and when one
+of them sees its request finish, the requests that have been running at least as long poll at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections import deque
 
 MIN_WINDOW_SECONDS = 0.1
+GOLDEN_RATIO_FRACTION = 0.6180339887  # successive multiples mod 1 spread evenly over [0, 1)
 
 
 class CompletionEstimate:
+    """What a batch's finished requests tell the others; one per batch, used from one event loop."""
+
     def __init__(self, remember: int = 16) -> None:
         self._spans: deque[tuple[float, float]] = deque(maxlen=remember)
+        self._schedules = 0
+        self.news = asyncio.Event()  # set (then replaced) each time a request is seen finished
+        self.last_finished_running = 0.0  # the newest finished request's last "still running" poll
+
+    def next_phase(self) -> float:
+        """A phase in [0, 1) for the next schedule, spread evenly over the schedules so far."""
+        self._schedules += 1
+        return (self._schedules * GOLDEN_RATIO_FRACTION) % 1.0
 
     def observe(self, last_running: float, first_finished: float) -> None:
         self._spans.append((last_running, first_finished))
+        self.last_finished_running = last_running
+        news, self.news = self.news, asyncio.Event()
+        news.set()
 
     def window(self) -> tuple[float, float] | None:
         if not self._spans:
@@ -42,7 +61,9 @@ class PollSchedule:
     def __init__(
         self, first: float, backoff: float, longest: float, estimate: CompletionEstimate, since: float | None
     ) -> None:
-        self.interval = first
+        # the first wait is staggered between half and one and a half intervals (see the module's note)
+        self.interval = first * (0.5 + estimate.next_phase())
+        self.first = first
         self.backoff = backoff
         self.longest = longest
         self.estimate = estimate
@@ -67,5 +88,18 @@ class PollSchedule:
             target = upper if upper - lower <= MIN_WINDOW_SECONDS else (lower + upper) / 2
             return max(0.02, min(self.interval, target - elapsed))
         wait = self.interval  # the regular schedule backs off only while it is the one in use
-        self.interval = min(self.interval * self.backoff, self.longest)
+        self.interval = min(max(self.interval, self.first) * self.backoff, self.longest)
         return wait
+
+    async def sleep(self) -> None:
+        """Wait until the next poll is due, or less: when another request of the batch is seen finished
+        after running no longer than this one has, poll now."""
+        deadline = time.monotonic() + self.next_wait()
+        while (left := deadline - time.monotonic()) > 0:
+            news = self.estimate.news
+            try:
+                await asyncio.wait_for(news.wait(), timeout=left)
+            except TimeoutError:
+                return
+            if self.since is not None and self.elapsed() >= self.estimate.last_finished_running:
+                return

@@ -135,15 +135,21 @@ class ShotGenerator:
 
     # -- batches ---------------------------------------------------------------------------
     async def generate_many(
-        self, shots: list[Shot], concurrency: int, on_done: Callable[[ShotOutcome], None] | None = None
+        self,
+        shots: list[Shot],
+        concurrency: int,
+        on_done: Callable[[ShotOutcome], None] | None = None,
+        on_valid: Callable[[ShotRequest], None] | None = None,
     ) -> list[ShotOutcome]:
+        """Each shot validated, then paid for once and delivered, `concurrency` at a time. `on_valid`
+        hears of each shot that passed validation (before its request), `on_done` of each outcome."""
         gate = asyncio.Semaphore(max(1, concurrency))
         self.detailed_logs = len(shots) <= DETAILED_LOG_SHOTS
         finished: list[ShotOutcome] = []
 
         async def one(shot: Shot) -> ShotOutcome:
             async with gate:
-                outcome = await self.generate(shot)
+                outcome = await self.generate(shot, on_valid)
             finished.append(outcome)
             if on_done is not None:
                 on_done(outcome)
@@ -165,7 +171,7 @@ class ShotGenerator:
             if summary is not None:
                 summary.cancel()
 
-    async def generate(self, shot: Shot) -> ShotOutcome:
+    async def generate(self, shot: Shot, on_valid: Callable[[ShotRequest], None] | None = None) -> ShotOutcome:
         started = time.monotonic()
         outcome = ShotOutcome(shot.shot_id)
         try:
@@ -173,6 +179,8 @@ class ShotGenerator:
                 request = await asyncio.to_thread(validate_shot, shot)
             except ShotInputError as exc:
                 raise PermanentShotFailure(shot.shot_id, f"{exc.problem}. Fix: {exc.fix}") from exc
+            if on_valid is not None:
+                on_valid(request)
             await self._generate(request, outcome)
         except ShotFailure as failure:
             outcome.failure = failure
@@ -357,7 +365,7 @@ class ShotGenerator:
                     schedule.finished()
                     break
                 schedule.still_running()
-                await asyncio.sleep(schedule.next_wait())
+                await schedule.sleep()
         finally:
             outcome.polls += polls
             await asyncio.to_thread(self.ledger.add_polls, row.request_key, polls)

@@ -1,0 +1,118 @@
+"""One step, many shot partitions: each shot's materializations are logged the moment the shot is ready,
+by a worker thread, so Dagster's bookkeeping overlaps the wait for fal instead of following it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, AssetRecordsFilter, DataVersion, Failure
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    DEFAULT_DATA_VERSION,
+    NULL_EVENT_POINTER,
+    compute_logical_data_version,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
+from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+
+
+class InstanceWriter:
+    """Each run-log line and each materialization is a write to the Dagster instance (5 to 10 ms on
+    SQLite). Called from the event loop, they would stall submits and polls whenever many shots finish
+    together; this hands them, in order, to one worker thread, and `drain()` waits for them.
+
+    Materializations go through `context.log_event`, which stores them at once: a shot delivered early
+    in a long batch is visible in the UI while the batch runs, and kept if a later shot fails the step."""
+
+    def __init__(self, context: AssetExecutionContext) -> None:
+        self._context = context
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dagster-instance-writes")
+        self._pending: list[Future] = []
+        self.materialized: set[tuple[AssetKey, str]] = set()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._pending.append(self._worker.submit(fn, *args))
+
+    def info(self, message: str) -> None:
+        self._submit(self._context.log.info, message)
+
+    def warning(self, message: str) -> None:
+        self._submit(self._context.log.warning, message)
+
+    def error(self, message: str) -> None:
+        self._submit(self._context.log.error, message)
+
+    def materialize(
+        self, asset_key: AssetKey, partition: str, metadata: Mapping[str, Any], data_version: str | None = None
+    ) -> None:
+        """A materialization of one partition, versioned the way Dagster versions an asset's output:
+        by `data_version` when given, else from its code version and its parents' current versions."""
+        self._submit(self._log_materialization, asset_key, partition, dict(metadata), data_version)
+
+    def _log_materialization(
+        self, asset_key: AssetKey, partition: str, metadata: dict[str, Any], data_version: str | None
+    ) -> None:
+        tags = self._version_tags(asset_key, partition, data_version)
+        self._context.log_event(AssetMaterialization(asset_key, partition=partition, metadata=metadata, tags=tags))
+        self.materialized.add((asset_key, partition))
+
+    def _version_tags(self, asset_key: AssetKey, partition: str, data_version: str | None) -> dict[str, str]:
+        # Dagster records these tags on a step's outputs; a multi-partition step gets one set for all of
+        # its partitions, so they are built here per partition: staleness then follows each shot's inputs.
+        assets_def = self._context.assets_def
+        code_version = assets_def.code_versions_by_key.get(asset_key) or self._context.run_id
+        tags = {CODE_VERSION_TAG: code_version}
+        if data_version is not None:
+            tags.update({DATA_VERSION_TAG: data_version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"})
+            return tags
+        parents: dict[AssetKey, DataVersion] = {}
+        for parent in sorted(assets_def.asset_deps.get(asset_key, ()), key=str):
+            records = self._context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=parent, asset_partitions=[partition]), limit=1
+            ).records
+            record = records[0] if records else None
+            materialization = record.asset_materialization if record else None
+            version = (materialization.tags or {}).get(DATA_VERSION_TAG) if materialization else None
+            parents[parent] = DataVersion(version) if version else DEFAULT_DATA_VERSION
+            tags[get_input_data_version_tag(parent)] = parents[parent].value
+            tags[get_input_event_pointer_tag(parent)] = str(record.storage_id) if record else NULL_EVENT_POINTER
+        tags[DATA_VERSION_TAG] = compute_logical_data_version(code_version, parents).value
+        return tags
+
+    def drain(self) -> None:
+        self._worker.shutdown(wait=True)
+        for future in self._pending:
+            future.result()  # surface any failure of a write
+
+    def mark_failed(self, asset_keys: set[AssetKey], partitions: list[str]) -> None:
+        """Make Dagster show these partitions as failed once the run fails. It does so for partitions it
+        planned one by one; a run planned with one event per range (DAGSTER_EMIT_PARTITION_SUBSET_IN_
+        PLANNED_EVENTS, see README) needs the failed ones planned individually. Call after drain()."""
+        step = self._context.get_step_execution_context()
+        for asset_key in sorted(asset_keys, key=str):
+            for partition in partitions:
+                if (asset_key, partition) in self.materialized:
+                    continue
+                planned = AssetMaterializationPlannedData(asset_key, partition=partition)
+                event = DagsterEvent.build_asset_materialization_planned_event(step.job_name, step.step.key, planned)
+                self._context.instance.report_dagster_event(event, self._context.run_id)
+
+
+def shots_failure(failed: Mapping[str, str], total: int, *, retryable: bool) -> Failure:
+    """The step's failure when some shots failed: each failed shot by name with its reason and fix.
+    The shots that succeeded are already materialized and stay so."""
+    succeeded = total - len(failed)
+    lines = [f"{key}: {reason}" for key, reason in sorted(failed.items())]
+    return Failure(
+        description=f"{len(failed)} of {total} shot(s) failed"
+        + (f" ({succeeded} materialized)" if succeeded else "")
+        + ":\n"
+        + "\n".join(lines),
+        metadata={"failed_shots": sorted(failed)},
+        allow_retries=retryable,
+    )
