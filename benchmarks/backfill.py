@@ -5,8 +5,8 @@
 Starts `hailuo emulator` in its own process (fixed latency, no jitter), then runs, each in its own process:
   1. bare:      fal_client.AsyncClient, N submits with C in flight, handle.get() (fal_client's default
                 0.1 s polling), each video downloaded into memory: the floor that the remote service sets;
-  2. pipeline:  `hailuo materialize` (validation run + one video run of N shots, C in flight, ledger,
-                download, probe, catalog);
+  2. pipeline:  `hailuo materialize`: one run of N shots (validation, inputs' and videos' materializations,
+                C in flight, ledger, download, probe, catalog, asset checks);
   3. per-run:   the run-per-partition path (one Dagster run per shot) on a smaller set, for comparison.
 Prints wall times, the ratio pipeline / bare (target <= 1.10), pipeline CPU seconds per shot and peak RSS.
 """
@@ -104,16 +104,28 @@ def write_workspace(root: Path, shots: int) -> Path:
 
 
 def run_child(args: list[str], env: dict[str, str], log: Path | None = None) -> dict:
-    """Run a child to completion: its wall time and output (saved to `log`)."""
+    """Run a child to completion: its wall time, and its output saved to `log` with each line stamped by
+    the seconds since the child started (Dagster's own timestamps have whole seconds only). Also the
+    time of the first submit and of the last delivery, read from those stamps."""
     started = time.perf_counter()
-    process = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = [(time.perf_counter() - started, line.rstrip("\n")) for line in process.stdout]
+    process.wait()
     wall = time.perf_counter() - started
+    output = "\n".join(f"{at:8.2f} {line}" for at, line in lines)
     if log is not None:
-        log.write_text(process.stdout)
+        log.write_text(output)
     if process.returncode != 0:
-        print(process.stdout[-4000:], file=sys.stderr)
+        print(output[-4000:], file=sys.stderr)
         raise SystemExit(f"{args} failed with {process.returncode}")
-    return {"wall": wall}
+    submits = [at for at, line in lines if ": submitted fal request" in line]
+    deliveries = [at for at, line in lines if "delivered, verified and recorded" in line]
+    return {
+        "wall": wall,
+        "first_submit": submits[0] if submits else None,
+        "last_delivery": deliveries[-1] if deliveries else None,
+    }
 
 
 def measured(args: list[str], env: dict[str, str], log: Path | None = None) -> dict:
@@ -149,6 +161,10 @@ async def bare(shots: int, concurrency: int) -> None:
 
         sizes = await asyncio.gather(*(one(i) for i in range(shots)))
     assert all(sizes)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def main() -> None:
@@ -213,6 +229,8 @@ def main() -> None:
         "pipeline_poll_interval_seconds": args.poll_interval or 1.0,
         "bare_wall_seconds": round(baseline["wall"], 2),
         "pipeline_wall_seconds": round(pipeline["wall"], 2),
+        "pipeline_first_submit_seconds": _round(pipeline["first_submit"]),
+        "pipeline_last_delivery_seconds": _round(pipeline["last_delivery"]),
         "ratio_pipeline_to_bare": round(pipeline["wall"] / baseline["wall"], 3),
         "pipeline_cpu_seconds_per_shot": round(pipeline["cpu"] / args.shots, 4),
         "pipeline_peak_rss_mb": round(pipeline["max_rss_mb"], 1),

@@ -96,17 +96,17 @@ def pending_shots(registered: list[str], in_manifest: set[str]) -> list[str]:
 def one_planned_event_per_range() -> Iterator[None]:
     """Create runs with one "materialization planned" event per asset for the run's range, instead of one
     per shot and asset (600 SQLite writes, about 4.5 s, for 200 shots before the first request). Dagster
-    then cannot mark failed shots itself; the step plans those individually (InstanceWriter.mark_failed)."""
+    then cannot mark failed shots itself; the step plans those individually (InstanceWriter.mark_failed).
+    A value set in the environment is left as it is."""
     name = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-    before = os.environ.get(name)
+    if name in os.environ:
+        yield
+        return
     os.environ[name] = "true"
     try:
         yield
     finally:
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
+        del os.environ[name]
 
 
 def materialize(
