@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.cli import materialize
@@ -54,6 +54,14 @@ def test_three_shots_end_to_end(workspace, emulator):
     assert emulator.stats()["submissions"] == 3
 
     instance = DagsterInstance.get()
+    (run_id,) = summary["run_ids"]
+    checks = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [e.dagster_event.asset_check_evaluation_data for e in checks if e.dagster_event]
+    assert {(c.check_name, c.passed) for c in evaluations} == {
+        ("videos_match_requests", True),
+        ("costs_match_price_table", True),
+    }
+    assert next(c for c in evaluations if c.check_name == "videos_match_requests").metadata["videos_checked"].value == 3
     for shot_id, _, cost, duration, request_id in requests:
         event = _latest(instance, "hailuo_video", shot_id)
         metadata = {k: v.value for k, v in event.metadata.items()}

@@ -24,7 +24,13 @@ from dagster import (
 )
 from pydantic import Field
 
-from hailuo_pipeline.assets.checks import VIDEO_CHECKS, costs_match_price_table, videos_match_requests
+from hailuo_pipeline.assets.checks import (
+    COSTS_MATCH_PRICE_TABLE,
+    VIDEO_CHECKS,
+    VIDEOS_MATCH_REQUESTS,
+    costs_match_price_table,
+    videos_match_requests,
+)
 from hailuo_pipeline.assets.events import InstanceWriter, shots_failure
 from hailuo_pipeline.assets.inputs import image_metadata, prompt, prompt_metadata, source_image
 from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
@@ -150,12 +156,11 @@ def hailuo_shots(
     else:
         failed.update(validate_inputs(list(found.values()), inputs_valid))
     writes.drain()
-    if context.selected_asset_check_keys:
-        run_id = context.run_id if hailuo_video.key in selected else None
-        if VIDEO_CHECKS[0].key in context.selected_asset_check_keys:
-            yield videos_match_requests(catalog, run_id)
-        if VIDEO_CHECKS[1].key in context.selected_asset_check_keys:
-            yield costs_match_price_table(catalog)
+    checks = context.selected_asset_check_keys
+    if VIDEOS_MATCH_REQUESTS.key in checks:
+        yield videos_match_requests(catalog, context.run_id if hailuo_video.key in selected else None)
+    if COSTS_MATCH_PRICE_TABLE.key in checks:
+        yield costs_match_price_table(catalog)
     if failed:
         writes.mark_failed(set(selected), sorted(failed))
         raise shots_failure(failed, len(keys), retryable=retryable)
