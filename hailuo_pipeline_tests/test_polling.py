@@ -32,21 +32,39 @@ def test_a_batch_staggers_its_first_polls_over_the_interval():
     assert max(b - a for a, b in itertools.pairwise(firsts)) < 0.15  # 16 polls spread over 1 s
 
 
-def test_a_finished_request_wakes_those_running_as_long_but_not_younger_ones():
-    async def scenario() -> tuple[bool, bool]:
-        estimate = CompletionEstimate()
-        older = PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic() - 5.0)
-        younger = PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic())
-        waits = [asyncio.create_task(older.sleep()), asyncio.create_task(younger.sleep())]
-        await asyncio.sleep(0)  # let both start waiting
-        estimate.observe(4.0, 4.5)  # a request of the batch finished after running between 4 and 4.5 s
-        done, _ = await asyncio.wait(waits, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
-        woke = (waits[0] in done, waits[1].done())
-        for task in waits:
-            task.cancel()
-        return woke
+async def wake_scenario(estimate: CompletionEstimate) -> tuple[bool, bool]:
+    older = PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic() - 5.0)
+    younger = PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic())
+    waits = [asyncio.create_task(older.sleep()), asyncio.create_task(younger.sleep())]
+    started, _ = await asyncio.wait(waits, timeout=0.05)  # both are 60 s waits: this lets them start waiting
+    assert not started
+    estimate.observe(4.0, 4.5)  # a request of the batch finished after running between 4 and 4.5 s
+    done, _ = await asyncio.wait(waits, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        task.result()  # a wait that failed is not a wake-up
+    woke = (waits[0] in done, waits[1].done())
+    for task in waits:
+        task.cancel()
+    return woke
 
-    assert asyncio.run(scenario()) == (True, False)
+
+def test_a_finished_request_wakes_those_running_as_long_but_not_younger_ones():
+    assert asyncio.run(wake_scenario(CompletionEstimate())) == (True, False)
+
+
+def test_the_estimate_serves_the_second_event_loop_of_a_terminated_run():
+    """A terminated run cancels its requests from a second event loop, with the same estimate."""
+    estimate = CompletionEstimate()
+
+    async def terminated() -> bool:
+        waiting = asyncio.create_task(
+            PollSchedule(first=60.0, backoff=1.25, longest=60.0, estimate=estimate, since=time.monotonic()).sleep()
+        )
+        await asyncio.wait([waiting], timeout=0.05)  # it is waiting when the loop ends under it
+        return waiting.done()
+
+    assert asyncio.run(terminated()) is False
+    assert asyncio.run(wake_scenario(estimate)) == (True, False)
 
 
 def test_aims_at_the_middle_of_the_window_finished_requests_agree_on():

@@ -9,6 +9,7 @@ processes, retrying with jitter, get their turn. No connection is held while wai
 from __future__ import annotations
 
 import atexit
+import os
 import random
 import threading
 import time
@@ -139,18 +140,32 @@ class Catalog:
         held.closer.daemon = True
         held.closer.start()
 
+    def _create_if_missing(self) -> None:
+        """A new catalog file appears whole: made under a temporary name, then linked into place, which
+        fails if another process got there first. Processes racing to create it with DuckDB itself could
+        leave an empty file that every later open refuses as "not a valid DuckDB database"."""
+        path = Path(self.path)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.new")
+        duckdb.connect(str(fresh)).close()
+        try:
+            os.link(fresh, path)
+        except FileExistsError:
+            pass  # another process created it first; theirs is as good
+        finally:
+            fresh.unlink(missing_ok=True)
+
     def _open(self) -> duckdb.DuckDBPyConnection:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._create_if_missing()
         deadline = time.monotonic() + self.patience_seconds
-        created_by = time.monotonic() + 5.0
         delay = 0.005
         while True:
             try:
                 return duckdb.connect(self.path)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                # another process may be creating the file this very moment: give it a few seconds
-                being_created = "not a valid duckdb database" in str(exc).lower() and time.monotonic() < created_by
-                if not (_is_lock_conflict(exc) or being_created):
+                if not _is_lock_conflict(exc):
                     raise
                 if time.monotonic() > deadline:
                     raise CatalogBusyError(

@@ -29,8 +29,18 @@ class CompletionEstimate:
     def __init__(self, remember: int = 16) -> None:
         self._spans: deque[tuple[float, float]] = deque(maxlen=remember)
         self._schedules = 0
-        self.news = asyncio.Event()  # set (then replaced) each time a request is seen finished
+        self._news: asyncio.Event | None = None
+        self._news_loop: asyncio.AbstractEventLoop | None = None
         self.last_finished_running = 0.0  # the newest finished request's last "still running" poll
+
+    @property
+    def news(self) -> asyncio.Event:
+        """Set (then replaced) each time a request is seen finished. One per event loop: a terminated
+        run cancels its requests from a second loop, and an asyncio.Event belongs to one."""
+        loop = asyncio.get_running_loop()
+        if self._news is None or self._news_loop is not loop:
+            self._news, self._news_loop = asyncio.Event(), loop
+        return self._news
 
     def next_phase(self) -> float:
         """A phase in [0, 1) for the next schedule, spread evenly over the schedules so far."""
@@ -40,8 +50,9 @@ class CompletionEstimate:
     def observe(self, last_running: float, first_finished: float) -> None:
         self._spans.append((last_running, first_finished))
         self.last_finished_running = last_running
-        news, self.news = self.news, asyncio.Event()
-        news.set()
+        if self._news is not None:  # wake those waiting; the next wait gets a fresh event
+            news, self._news = self._news, None
+            news.set()
 
     def window(self) -> tuple[float, float] | None:
         if not self._spans:
