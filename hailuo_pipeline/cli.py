@@ -138,6 +138,7 @@ def materialize(
     delivered: set[str] = set()
     failed: dict[str, str] = {}
     run_ids = []
+    wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
     for start, end in plan_shot_runs(registered, targets, manifest, shots_per_run):
         kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": range_tags(start, end)}
         with one_planned_event_per_range():
@@ -145,7 +146,6 @@ def materialize(
         run_ids.append(result.run_id)
         # read from the instance: each shot's materialization is stored as it is delivered, also when a
         # later shot fails the step
-        wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
         for record in instance.all_logs(result.run_id, of_type=wanted):
             event = record.dagster_event
             if event is None:

@@ -3,7 +3,7 @@
 One step makes a batch of shots' inputs and videos (`hailuo_shots`): each shot is validated, its
 source_image and prompt are materialized, and its request is submitted at once, while the other shots
 wait at fal. Two steps would make the whole batch's validation and bookkeeping wait before the first
-request (measured: 6 s for 200 shots, see docs/benchmarks.md)."""
+request (measured: about 7 s for 200 shots, see docs/benchmarks.md)."""
 
 import asyncio
 import os

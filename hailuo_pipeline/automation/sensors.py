@@ -47,11 +47,10 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     existing = context.instance.get_dynamic_partitions(shots_partitions.name)
     plan = record_shots(catalog.catalog(), manifest, set(existing))
     ordered = [*existing, *plan.new]
-    keys = SHOT_ASSETS
     run_requests = [
-        *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), keys, digest[:12]),
+        *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), SHOT_ASSETS, digest[:12]),
         # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
-        *range_run_requests(partition_ranges(ordered, plan.changed, 500), keys[:2], f"edit-{digest[:12]}"),
+        *range_run_requests(partition_ranges(ordered, plan.changed, 500), SHOT_ASSETS[:2], f"edit-{digest[:12]}"),
     ]
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(
