@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import subprocess
+import sys
 from datetime import date
 from decimal import Decimal
 
@@ -16,6 +18,7 @@ from hailuo_pipeline.catalog.schema import LATEST_VERSION, MIGRATIONS, migrate
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.cli import main as hailuo_main
 from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline_tests.helpers import REPO_ROOT
 
 
 def test_migrates_an_empty_file_to_the_latest_version(tmp_path):
@@ -143,6 +146,40 @@ def test_four_processes_writing_at_once_lose_nothing(tmp_path):
         )
         assert conn.execute("SELECT count(*) FROM request_events").fetchone() == (400,)
         assert conn.execute("SELECT count(*) FROM schema_version").fetchone() == (LATEST_VERSION,)
+
+
+# The child exits the moment its idle-close timer has taken the connection and begun closing it. A WAL of
+# a few MB makes that close (a checkpoint) last tens of milliseconds. If the exit does not wait for it, the
+# process ends mid-checkpoint (the WAL is left behind) or, when the close returns during interpreter
+# finalisation, aborts ("terminate called ... FATAL: exception not rethrown"), as a CI run did.
+_EXIT_DURING_IDLE_CLOSE = """
+import sys, time
+from hailuo_pipeline.catalog import store
+catalog = store.Catalog(sys.argv[1], linger_seconds=0.01, max_hold_seconds=60)
+with catalog.connect() as conn:
+    conn.execute("CREATE TABLE bulk (n BIGINT, h VARCHAR)")
+    conn.execute("INSERT INTO bulk SELECT range, md5(range::VARCHAR) FROM range(100000)")
+    conn.execute("UPDATE bulk SET h = h || 'x'")
+deadline = time.monotonic() + 30
+while catalog.path in store._held and time.monotonic() < deadline:
+    time.sleep(0.001)
+print("closing" if catalog.path not in store._held else "never closed")
+"""
+
+
+def test_exit_waits_for_a_close_already_under_way(tmp_path):
+    path = tmp_path / "c.duckdb"
+    child = subprocess.run(
+        [sys.executable, "-c", _EXIT_DURING_IDLE_CLOSE, str(path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "closing"), child.stderr
+    assert not path.with_name(path.name + ".wal").exists()  # the checkpoint on close finished
+    with Catalog(path).connect(read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM bulk WHERE h LIKE '%x'").fetchone() == (100000,)
 
 
 def test_claim_reserves_then_resumes_by_id(tmp_path):

@@ -50,10 +50,13 @@ def _release(path: str) -> None:
 
 
 def _close_all_at_exit() -> None:
-    """Close lingering connections before the interpreter tears down (a DuckDB connection closed by a
-    timer thread during finalisation aborts the process)."""
-    for path in list(_held):
-        with _lock_for(path):
+    """Close lingering connections before the interpreter tears down, and wait out any close a timer
+    thread has begun: DuckDB still closing in a daemon thread when finalisation starts aborts the process
+    ("terminate called ... FATAL: exception not rethrown"). Every close happens under its path's lock."""
+    with _guard:
+        locks = list(_locks.items())
+    for path, lock in locks:
+        with lock:
             _release(path)
 
 
