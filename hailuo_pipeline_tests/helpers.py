@@ -12,14 +12,17 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05
+) -> Any:
+    """Poll `condition` every `interval` seconds until it returns something truthy; fail the test after
+    `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 

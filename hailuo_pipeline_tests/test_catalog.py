@@ -153,17 +153,16 @@ def test_four_processes_writing_at_once_lose_nothing(tmp_path):
 # process ends mid-checkpoint (the WAL is left behind) or, when the close returns during interpreter
 # finalisation, aborts ("terminate called ... FATAL: exception not rethrown"), as a CI run did.
 _EXIT_DURING_IDLE_CLOSE = """
-import sys, time
+import sys
 from hailuo_pipeline.catalog import store
+from hailuo_pipeline_tests.helpers import wait_for
 catalog = store.Catalog(sys.argv[1], linger_seconds=0.01, max_hold_seconds=60)
 with catalog.connect() as conn:
     conn.execute("CREATE TABLE bulk (n BIGINT, h VARCHAR)")
     conn.execute("INSERT INTO bulk SELECT range, md5(range::VARCHAR) FROM range(100000)")
     conn.execute("UPDATE bulk SET h = h || 'x'")
-deadline = time.monotonic() + 30
-while catalog.path in store._held and time.monotonic() < deadline:
-    time.sleep(0.001)
-print("closing" if catalog.path not in store._held else "never closed")
+wait_for(lambda: catalog.path not in store._held, interval=0.001, what="the idle-close timer to take the connection")
+print("closing")
 """
 
 
