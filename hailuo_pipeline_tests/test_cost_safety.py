@@ -20,9 +20,9 @@ def requests(data, columns="shot_id, status, cost_usd"):
     return query(data, f"SELECT {columns} FROM requests ORDER BY created_at")
 
 
-def test_429_storm_on_submit(workspace, emulator):
-    write_shots(workspace, ONE)
-    emulator.configure({"faults": {"http": {"submit": [429, 429, 429, 429]}}})
+def test_429_and_ingress_storm_on_submit_is_replayed_to_one_job(workspace, emulator):
+    write_shots(workspace, ONE)  # answered refusals create no job, so fal_client's replays stay allowed
+    emulator.configure({"faults": {"http": {"submit": [429, 503, 429, 502]}}})
     assert materialize()["succeeded"] == ["s1"]
     stats = emulator.stats()
     assert stats["submissions"] == 1 and stats["calls"]["submit"] == 5
@@ -128,6 +128,15 @@ def test_unanswered_submit_is_ambiguous_and_resubmitted_only_on_request(workspac
     assert third["succeeded"] == ["s1"]
     assert emulator.stats()["submissions"] == 2
     assert requests(workspace, "status, possible_double_charge") == [("ambiguous", True), ("succeeded", True)]
+
+
+def test_submit_whose_answer_is_cut_off_is_not_replayed(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"cut_submit_answers": 1}})
+    summary = materialize()
+    assert "resubmit_ambiguous" in summary["failed"]["s1"]
+    assert emulator.stats()["submissions"] == 1  # fal_client's own replay would have made a second paid job
+    assert requests(workspace, "status, possible_double_charge, reserved_usd") == [("ambiguous", True, Decimal("0.19"))]
 
 
 def test_killed_mid_poll_then_run_again_pays_once(workspace, emulator, subprocess_env):

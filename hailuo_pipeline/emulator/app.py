@@ -34,6 +34,22 @@ def _fault_response(code: int) -> Response:
     )
 
 
+class _CutOffAnswer(Response):
+    """An answer whose connection drops part-way through the body (a reset, a proxy timing out): the
+    client has sent its request and cannot tell whether it was acted on."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status_code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.body))],
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body[: len(self.body) // 2], "more_body": True})
+        raise ConnectionResetError("emulated: connection dropped mid-answer")
+
+
 def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}"
 
@@ -82,15 +98,15 @@ def build_app(state: EmulatorState) -> Starlette:
         job = state.submit(endpoint, raw, body, image, duration)
         if state.take_counter_fault("hang_submits"):
             await asyncio.sleep(state.settings.faults.hang_seconds)
-        return JSONResponse(
-            {
-                "status": "IN_QUEUE",
-                "request_id": job.request_id,
-                "queue_position": state.queue_position(job, time.monotonic()),
-                **_urls(request, owner, alias, job.request_id),
-            },
-            headers={"x-fal-request-id": job.request_id},
-        )
+        answer = {
+            "status": "IN_QUEUE",
+            "request_id": job.request_id,
+            "queue_position": state.queue_position(job, time.monotonic()),
+            **_urls(request, owner, alias, job.request_id),
+        }
+        if state.take_counter_fault("cut_submit_answers"):
+            return _CutOffAnswer(json.dumps(answer).encode())
+        return JSONResponse(answer, headers={"x-fal-request-id": job.request_id})
 
     async def status(request: Request) -> Response:
         job = job_or_refusal(request, "status")

@@ -40,6 +40,7 @@ class Faults:
     truncate_downloads: int = 0
     download_bytes_per_second: int = 0  # 0 = full speed
     hang_submits: int = 0  # next submits create the job but never answer
+    cut_submit_answers: int = 0  # next submits create the job, then the connection drops mid-answer
     hang_seconds: float = 3600.0
 
 

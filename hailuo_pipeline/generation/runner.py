@@ -34,6 +34,7 @@ from hailuo_pipeline.catalog.ledger import (
 )
 from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
 from hailuo_pipeline.fal.resource import FalResource
+from hailuo_pipeline.fal.submit_once import SubmitReplayRefused, submit_once
 from hailuo_pipeline.generation.download import DownloadError, download_video, file_matches
 from hailuo_pipeline.generation.errors import (
     PermanentShotFailure,
@@ -267,15 +268,15 @@ class ShotGenerator:
         heartbeat = asyncio.create_task(self._heartbeat(row.request_key))
         sent_at = time.monotonic()
         try:
-            handle = await self.client.submit(
-                self.fal.endpoint_id, payload, start_timeout=self.fal.submit_timeout_seconds
+            handle = await submit_once(
+                self.client, self.fal.endpoint_id, payload, start_timeout=self.fal.submit_timeout_seconds
             )
         except NOT_SENT as exc:
             await asyncio.to_thread(self.ledger.mark_failed, row.request_key, "not_sent", repr(exc))
             raise TransientShotFailure(
                 request.shot_id, f"could not reach fal ({exc!r}); nothing was submitted"
             ) from exc
-        except httpx.TransportError as exc:  # sent, but no answer: fal may have a job we cannot see
+        except (httpx.TransportError, SubmitReplayRefused) as exc:  # sent, no answer: fal may have a job
             await asyncio.to_thread(self.ledger.mark_ambiguous, row.request_key, f"submit got no answer: {exc!r}")
             raise PermanentShotFailure(
                 request.shot_id,
