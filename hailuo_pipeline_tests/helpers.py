@@ -33,13 +33,13 @@ def query(data_dir: Path, sql: str, params: list | None = None) -> list[tuple]:
         return conn.execute(sql, params or []).fetchall()
 
 
-def hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    env = {**env, "PYTHONPATH": str(REPO_ROOT)}
+def hailuo(args: list[str], env: dict[str, str], cwd: Path, *, stderr: int = subprocess.STDOUT) -> subprocess.Popen:
+    """`hailuo ARGS` in a child process, from this checkout; stderr joins stdout unless told otherwise."""
     return subprocess.Popen(
         [sys.executable, "-m", "hailuo_pipeline.cli", *args],
-        env=env,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
         cwd=cwd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         text=True,
     )

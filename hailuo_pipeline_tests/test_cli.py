@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from hailuo_pipeline_tests.helpers import REPO_ROOT, query
+from hailuo_pipeline_tests.helpers import hailuo, query
 
 
 def clean_env(data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FAL_KEY", "FAL_QUEUE_RUN_HOST", "SSL_CERT_FILE")}
-    env.update({"HAILUO_DATA_DIR": str(data), "PYTHONPATH": str(REPO_ROOT)})
+    env["HAILUO_DATA_DIR"] = str(data)
     env.pop("DAGSTER_HOME", None)
     return env
 
 
-def hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hailuo_pipeline.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run_hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    child = hailuo(args, env, cwd, stderr=subprocess.PIPE)
+    stdout, stderr = child.communicate(timeout=300)
+    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
 
 def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
     data = tmp_path / "data"
-    result = hailuo(["demo"], clean_env(data), tmp_path)
+    result = run_hailuo(["demo"], clean_env(data), tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "3 of 3 shot(s) delivered" in result.stdout
     assert "all time $0.70" in result.stdout
@@ -41,7 +35,7 @@ def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
 
 def test_demo_refuses_to_spend_when_a_key_is_set(tmp_path):
     env = {**clean_env(tmp_path / "data"), "FAL_KEY": "a-real-looking-key"}
-    result = hailuo(["demo"], env, tmp_path)
+    result = run_hailuo(["demo"], env, tmp_path)
     assert result.returncode == 2
     assert "--live" in result.stderr and "$0.70" in result.stderr
     assert not (tmp_path / "data" / "catalog.duckdb").exists()
@@ -51,7 +45,7 @@ def test_sync_names_bad_rows(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "shots.csv").write_text("shot_id,image,prompt\nok,a.jpg,p\n../x,b.jpg,p\nok,c.jpg,p\n")
-    result = hailuo(["sync"], clean_env(data), tmp_path)
+    result = run_hailuo(["sync"], clean_env(data), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "row 3" in result.stderr and "row 4" in result.stderr
     assert "0 shot(s) in the manifest" in result.stdout
