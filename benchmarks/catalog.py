@@ -24,8 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hailuo_pipeline.catalog.ledger import Budget, NewRequest, RequestLedger, VideoRow  # noqa: E402
+from hailuo_pipeline.catalog.ledger import RequestLedger  # noqa: E402
 from hailuo_pipeline.catalog.report import build_report  # noqa: E402
+from hailuo_pipeline.catalog.rows import Budget, NewRequest, VideoRow  # noqa: E402
 from hailuo_pipeline.catalog.store import Catalog  # noqa: E402
 from hailuo_pipeline.model_limits import ENDPOINT_ID  # noqa: E402
 

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ from typing import Any
 from hailuo_pipeline import settings
 
 DEMO_KEY = "emulator-demo-key"
-QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _instance():
@@ -33,8 +32,14 @@ def _instance():
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        # the `fal` pool bounds simultaneous fal steps across runs; tune with `dagster instance concurrency set`
-        config.write_text("concurrency:\n  pools:\n    default_limit: 4\n")
+        # the `fal` pool bounds simultaneous fal steps across runs; tune with `dagster instance concurrency set`.
+        # The instance hailuo creates for itself opts out of Dagster's usage statistics (its notice would
+        # otherwise interrupt the command's output); say so in the file, where Dagster documents the switch.
+        config.write_text(
+            "concurrency:\n  pools:\n    default_limit: 4\n"
+            "# created by `hailuo`; set enabled: true to send Dagster usage statistics\n"
+            "telemetry:\n  enabled: false\n"
+        )
     return DagsterInstance.get()
 
 
@@ -83,15 +88,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def pending_shots(registered: list[str], in_manifest: set[str]) -> list[str]:
-    """Registered shots in the manifest with no delivered or in-flight request."""
-    from hailuo_pipeline.catalog.ledger import RequestLedger
-    from hailuo_pipeline.catalog.store import Catalog
-
-    settled = RequestLedger(Catalog(settings.catalog_path())).settled_shots()
-    return [s for s in registered if s in in_manifest and s not in settled]
-
-
 @contextmanager
 def one_planned_event_per_range() -> Iterator[None]:
     """Create runs with one "materialization planned" event per asset for the run's range, instead of one
@@ -109,21 +105,59 @@ def one_planned_event_per_range() -> Iterator[None]:
         del os.environ[name]
 
 
+def _console_logger():
+    """The `hailuo` command's console: the pipeline's own lines, timestamped. Dagster's events (step
+    failures with their stack traces among them) stay in the instance's event log; the command prints
+    each failed shot's cause and fix itself."""
+    import logging
+
+    from dagster import logger
+
+    class PipelineLinesOnly(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            meta = getattr(record, "dagster_meta", None) or {}
+            if meta.get("dagster_event") is not None:
+                return False
+            record.msg, record.args = meta.get("orig_message", record.getMessage()), ()
+            return True
+
+    @logger(description="hailuo's console: the pipeline's own log lines, without Dagster's events")
+    def hailuo_console(_init_context) -> logging.Logger:
+        console = logging.getLogger("hailuo.console")
+        if not console.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+            handler.addFilter(PipelineLinesOnly())
+            console.addHandler(handler)
+        console.setLevel(logging.INFO)
+        console.propagate = False
+        return console
+
+    return hailuo_console
+
+
 def materialize(
     shot_ids: list[str] | None = None,
     *,
     new_take: bool = False,
     resubmit_ambiguous: bool = False,
+    retry_refused: bool = False,
     concurrency: int = 16,
     shots_per_run: int = 100,
+    say: Callable[[str], object] = lambda _line: None,
 ) -> dict[str, Any]:
     """Validate and generate pending (or the named) shots in the current DAGSTER_HOME instance, many
-    shots per run, the way the sensor plans them. Returns what succeeded and why the rest failed."""
+    shots per run, the way the sensor plans them, after resuming what earlier runs left behind. `say`
+    hears what will be done and left alone before the runs start. Returns what succeeded and, for each
+    other shot, its cause and fix."""
     from dagster import DagsterEventType
 
     from hailuo_pipeline.automation.partitions import shots_partitions
     from hailuo_pipeline.automation.registration import plan_shot_runs, range_tags
+    from hailuo_pipeline.catalog.ledger import RequestLedger
+    from hailuo_pipeline.catalog.store import Catalog
     from hailuo_pipeline.definitions import build_definitions
+    from hailuo_pipeline.generation.planning import plan_shots
 
     instance = _instance()
     manifest = sync(instance)["manifest"]
@@ -131,12 +165,25 @@ def materialize(
     unknown = [s for s in shot_ids or [] if s not in registered]
     if unknown:
         raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
-    targets = shot_ids or pending_shots(registered, set(manifest.shots))
-    job = build_definitions().resolve_job_def("generate_shots")
-    config = {"new_take": new_take, "resubmit_ambiguous": resubmit_ambiguous, "concurrency": concurrency}
-    run_config = {**QUIET_CONSOLE, "ops": {"hailuo_shots": {"config": config}}}
+    plan = plan_shots(registered, manifest, RequestLedger(Catalog(settings.catalog_path())).standings())
+    if shot_ids:
+        targets = list(shot_ids)
+        notes: list[str] = []
+    else:
+        targets = plan.targets(resubmit_ambiguous=resubmit_ambiguous, retry_refused=retry_refused)
+        notes = plan.notes(resubmit_ambiguous=resubmit_ambiguous, retry_refused=retry_refused)
+    for note in notes:
+        say(note)
+    job = build_definitions().resolve_job_def("generate_shots").with_logger_defs({"console": _console_logger()})
+    config = {
+        "new_take": new_take,
+        "resubmit_ambiguous": resubmit_ambiguous,
+        "retry_refused": retry_refused,
+        "concurrency": concurrency,
+    }
+    run_config = {"ops": {"hailuo_shots": {"config": config}}}
     delivered: set[str] = set()
-    failed: dict[str, str] = {}
+    failed: dict[str, dict[str, Any]] = {}
     run_ids = []
     wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
     for start, end in plan_shot_runs(registered, targets, manifest, shots_per_run):
@@ -145,7 +192,7 @@ def materialize(
             result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False, **kwargs)
         run_ids.append(result.run_id)
         # read from the instance: each shot's materialization is stored as it is delivered, also when a
-        # later shot fails the step
+        # later shot fails the step; the last failure of a retried step holds each failed shot's reason
         for record in instance.all_logs(result.run_id, of_type=wanted):
             event = record.dagster_event
             if event is None:
@@ -154,16 +201,28 @@ def materialize(
                 materialization = event.step_materialization_data.materialization
                 if materialization.asset_key.to_user_string() == "hailuo_video":
                     delivered.add(materialization.partition)
-            elif event.step_failure_data.error:
-                for line in event.step_failure_data.error.message.splitlines():
-                    shot, _, reason = line.partition(": ")
-                    if shot in targets and reason:
-                        failed.setdefault(shot, reason.strip())
+            else:
+                failed.update(_failed_shots(event.step_failure_data, targets))
     succeeded = [s for s in targets if s in delivered]
-    for shot in targets:
-        if shot not in delivered and shot not in failed:
-            failed[shot] = "not delivered; see its run's log in Dagster"
-    return {"requested": targets, "succeeded": succeeded, "failed": failed, "run_ids": run_ids}
+    for shot in targets:  # a shot a retry delivered is no longer failed
+        if shot in delivered:
+            failed.pop(shot, None)
+        else:
+            failed.setdefault(
+                shot, {"cause": "its run stopped before the shot was tried", "fix": "run `hailuo materialize` again"}
+            )
+    return {"requested": targets, "succeeded": succeeded, "failed": failed, "run_ids": run_ids, "notes": notes}
+
+
+def _failed_shots(failure: Any, targets: list[str]) -> dict[str, dict[str, Any]]:
+    """Each failed shot's cause and fix, from the step failure's structured metadata; a failure of the
+    step itself (no such metadata) is every target's reason."""
+    data = failure.user_failure_data
+    shots = data.metadata.get("shots") if data is not None else None
+    if shots is not None:
+        return dict(shots.value)
+    message = failure.error.message.strip() if failure.error else "the step failed"
+    return {s: {"cause": message, "fix": "see the run's log in Dagster"} for s in targets}
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
@@ -171,13 +230,20 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         args.shot or None,
         new_take=args.new_take,
         resubmit_ambiguous=args.resubmit_ambiguous,
+        retry_refused=args.retry_refused,
         concurrency=args.concurrency,
         shots_per_run=args.shots_per_run,
+        say=print,
     )
+    print_outcome(summary)
+    return 0 if not summary["failed"] else 1
+
+
+def print_outcome(summary: dict[str, Any]) -> None:
     print(f"{len(summary['succeeded'])} of {len(summary['requested'])} shot(s) delivered")
     for shot, reason in summary["failed"].items():
-        print(f"  failed {shot}: {reason}")
-    return 0 if not summary["failed"] else 1
+        print(f"  failed {shot}: {reason['cause']}")
+        print(f"    Fix: {reason['fix']}")
 
 
 def report_text(fmt: str) -> str:
@@ -201,6 +267,14 @@ def report_text(fmt: str) -> str:
         f"requests {s['requests']} | succeeded {s['succeeded']} | retries {s['retries']} | failures "
         f"{s['failures']} | cancelled {s['cancellations']} | ambiguous {s['ambiguous']}",
     ]
+    if s["lost_requests"]:
+        lines.append(f"lost ${s['lost_usd']:.2f}: {s['lost_requests']} paid request(s) whose video fal no longer had")
+    if s["orphans"]:
+        lines.append(
+            f"orphans {s['orphans']} holding ${s['orphan_usd']:.2f}, oldest {s['orphan_oldest_age_seconds']:.0f} s: "
+            "paid requests no run follows; `hailuo materialize` resumes them by id"
+        )
+        lines.append(report.orphans.to_string(index=False))
     if s["latency_mean_seconds"] is not None:
         lines.append(f"latency mean {s['latency_mean_seconds']:.1f} s | p95 {s['latency_p95_seconds']:.1f} s")
     for name in ("daily", "total"):
@@ -241,13 +315,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ["FAL_KEY"] = DEMO_KEY
         print(f"offline: fal emulator on {server.url} (no money is spent)")
     try:
-        summary = materialize(None)
+        summary = materialize(None, say=print)
     finally:
         if server is not None:
             server.stop()
-    print(f"{len(summary['succeeded'])} of {len(summary['requested'])} shot(s) delivered")
-    for shot, reason in summary["failed"].items():
-        print(f"  failed {shot}: {reason}")
+    print_outcome(summary)
     print(report_text("table"))
     print(
         f"videos in {settings.videos_dir()}; open the UI with `dagster dev` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
@@ -272,7 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("materialize", help="generate pending (or named) shots in DAGSTER_HOME")
     run.add_argument("--shot", action="append", help="a shot id (repeatable); default: every pending shot")
     run.add_argument("--new-take", action="store_true", help="pay for new videos even where one exists")
-    run.add_argument("--resubmit-ambiguous", action="store_true", help="resubmit after an unanswered submit")
+    run.add_argument(
+        "--resubmit-ambiguous",
+        action="store_true",
+        help="submit again where a submit got no answer (every such shot, or the named ones); may pay twice",
+    )
+    run.add_argument(
+        "--retry-refused",
+        action="store_true",
+        help="send again inputs fal refused for good (every such shot, or the named ones); fal may bill again",
+    )
     run.add_argument("--concurrency", type=int, default=16, help="shots in flight at once per run")
     run.add_argument("--shots-per-run", type=int, default=100)
     run.set_defaults(func=cmd_materialize)

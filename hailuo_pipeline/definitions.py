@@ -13,7 +13,7 @@ from hailuo_pipeline.assets.report import cost_report
 from hailuo_pipeline.assets.video import hailuo_shots, hailuo_video
 from hailuo_pipeline.automation.partitions import shots_partitions
 from hailuo_pipeline.automation.schedules import nightly_sweep
-from hailuo_pipeline.automation.sensors import shots_manifest_sensor
+from hailuo_pipeline.automation.sensors import orphaned_requests_sensor, shots_manifest_sensor
 from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
 
@@ -44,7 +44,7 @@ def build_definitions() -> Definitions:
     return Definitions(
         assets=[hailuo_shots, cost_report],
         jobs=[shots_job, shot_inputs_job, shot_videos_job, cost_report_job],
-        sensors=[shots_manifest_sensor],
+        sensors=[shots_manifest_sensor, orphaned_requests_sensor],
         schedules=[nightly_sweep],
         resources={
             "fal": FalResource(

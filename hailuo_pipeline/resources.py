@@ -11,7 +11,9 @@ from dagster import ConfigurableResource, Failure
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from hailuo_pipeline.catalog.ledger import Budget, RequestLedger
+from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
 
@@ -51,7 +53,9 @@ class CatalogResource(DuckDBResource):
     """The DuckDB catalog. `get_connection()` gives short, migrated, lock-tolerant transactions."""
 
     lease_seconds: float = Field(
-        default=45.0, description="A submit whose process stopped heart-beating this long ago is ambiguous"
+        default=LEASE_SECONDS,
+        description="A request whose process stopped heart-beating this long ago is an orphan (resumed by id), "
+        "or, before fal answered its submit, ambiguous",
     )
 
     def catalog(self) -> Catalog:

@@ -43,3 +43,10 @@ def hailuo(args: list[str], env: dict[str, str], cwd: Path, *, stderr: int = sub
         stderr=stderr,
         text=True,
     )
+
+
+def reason(summary: dict[str, Any], shot_id: str) -> str:
+    """A failed shot's cause and fix as the command prints them; every failure must have both."""
+    failure = summary["failed"][shot_id]
+    assert failure["cause"] and failure["fix"], failure
+    return f"{failure['cause']}. Fix: {failure['fix']}"

@@ -12,8 +12,9 @@ from decimal import Decimal
 import duckdb
 import pytest
 
-from hailuo_pipeline.catalog.ledger import Budget, NewRequest, RequestLedger, Status
+from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.report import build_report
+from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status
 from hailuo_pipeline.catalog.schema import LATEST_VERSION, MIGRATIONS, migrate
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.cli import main as hailuo_main

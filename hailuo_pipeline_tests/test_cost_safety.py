@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from hailuo_pipeline.cli import materialize, sync
-from hailuo_pipeline_tests.helpers import hailuo, query, wait_for
+from hailuo_pipeline_tests.helpers import hailuo, query, reason, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
 ONE = [{"shot_id": "s1", "prompt": "the tide comes in"}]
@@ -73,7 +73,7 @@ def test_content_policy_failure_is_not_retried(workspace, emulator):
     )
     summary = materialize()
     assert summary["succeeded"] == []
-    assert "content_policy_violation" in summary["failed"]["s1"]
+    assert "content_policy_violation" in reason(summary, "s1")
     assert emulator.stats()["submissions"] == 1
     assert requests(workspace, "status, cost_usd, possibly_charged, error_type") == [
         ("failed", Decimal("0"), True, "content_policy_violation")
@@ -95,9 +95,10 @@ def test_budget_exhausted_mid_batch(workspace, emulator, monkeypatch):
     write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(1, 4)])
     summary = materialize()
     assert len(summary["succeeded"]) == 2
-    ((refused, reason),) = summary["failed"].items()
+    (refused,) = summary["failed"]
     assert refused not in summary["succeeded"]
-    assert "total budget $0.40 would be exceeded" in reason
+    assert "total budget $0.40 would be exceeded" in reason(summary, refused)
+    assert "HAILUO_TOTAL_BUDGET_USD" in reason(summary, refused)  # the knob a CLI user has
     assert emulator.stats()["submissions"] == 2
     assert query(workspace, "SELECT sum(cost_usd), sum(reserved_usd) FROM requests") == [
         (Decimal("0.38"), Decimal("0"))
@@ -108,7 +109,7 @@ def test_daily_budget_refuses_before_submitting(workspace, emulator, monkeypatch
     monkeypatch.setenv("HAILUO_DAILY_BUDGET_USD", "0.30")
     write_shots(workspace, [{"shot_id": "long", "prompt": "p", "duration": "10"}])
     summary = materialize()
-    assert "daily budget $0.30 would be exceeded" in summary["failed"]["long"]
+    assert "daily budget $0.30 would be exceeded" in reason(summary, "long")
     assert emulator.stats()["submissions"] == 0
     assert query(workspace, "SELECT count(*) FROM requests") == [(0,)]
 
@@ -118,11 +119,11 @@ def test_unanswered_submit_is_ambiguous_and_resubmitted_only_on_request(workspac
     write_shots(workspace, ONE)
     emulator.configure({"faults": {"hang_submits": 1, "hang_seconds": 30}})
     first = materialize()
-    assert "resubmit_ambiguous" in first["failed"]["s1"]
+    assert "resubmit_ambiguous" in reason(first, "s1")
     assert emulator.stats()["submissions"] == 1  # fal did create (and would bill) a job
     assert requests(workspace, "status, possible_double_charge, reserved_usd") == [("ambiguous", True, Decimal("0.19"))]
     second = materialize(["s1"])
-    assert "resubmit_ambiguous" in second["failed"]["s1"]
+    assert "resubmit_ambiguous" in reason(second, "s1")
     assert emulator.stats()["submissions"] == 1
     third = materialize(["s1"], resubmit_ambiguous=True)
     assert third["succeeded"] == ["s1"]
@@ -134,7 +135,7 @@ def test_submit_whose_answer_is_cut_off_is_not_replayed(workspace, emulator):
     write_shots(workspace, ONE)
     emulator.configure({"faults": {"cut_submit_answers": 1}})
     summary = materialize()
-    assert "resubmit_ambiguous" in summary["failed"]["s1"]
+    assert "resubmit_ambiguous" in reason(summary, "s1")
     assert emulator.stats()["submissions"] == 1  # fal_client's own replay would have made a second paid job
     assert requests(workspace, "status, possible_double_charge, reserved_usd") == [("ambiguous", True, Decimal("0.19"))]
 

@@ -60,6 +60,7 @@ def test_three_shots_end_to_end(workspace, emulator):
     assert {(c.check_name, c.passed) for c in evaluations} == {
         ("videos_match_requests", True),
         ("costs_match_price_table", True),
+        ("no_paid_video_lost", True),
     }
     assert next(c for c in evaluations if c.check_name == "videos_match_requests").metadata["videos_checked"].value == 3
     for shot_id, _, cost, duration, request_id in requests:

@@ -3,14 +3,18 @@
 They are check specs of the step that makes the videos (assets/video.py), which evaluates them once its
 shots are done; selected on their own (the UI's "Execute checks"), they cover the whole catalog."""
 
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
+from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.resources import CatalogResource
 from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_with
 
 MAX_LISTED = 20
+LOST_WINDOW_DAYS = 7
 
 
 VIDEOS_MATCH_REQUESTS = AssetCheckSpec(
@@ -24,7 +28,13 @@ COSTS_MATCH_PRICE_TABLE = AssetCheckSpec(
     asset="hailuo_video",
     description="Every charge equals the price table in effect when it was submitted",
 )
-VIDEO_CHECKS = [VIDEOS_MATCH_REQUESTS, COSTS_MATCH_PRICE_TABLE]
+NO_PAID_VIDEO_LOST = AssetCheckSpec(
+    "no_paid_video_lost",
+    asset="hailuo_video",
+    description=f"No request paid for in the last {LOST_WINDOW_DAYS} days lost its video (its result expired or "
+    "vanished at fal before it was delivered); `hailuo report` keeps the all-time figure",
+)
+VIDEO_CHECKS = [VIDEOS_MATCH_REQUESTS, COSTS_MATCH_PRICE_TABLE, NO_PAID_VIDEO_LOST]
 
 
 def videos_match_requests(catalog: CatalogResource, run_id: str | None = None) -> AssetCheckResult:
@@ -84,3 +94,35 @@ def costs_match_price_table(catalog: CatalogResource) -> AssetCheckResult:
         passed=not mismatches,
         metadata={"requests_checked": checked[0] if checked else 0, "mismatches": len(mismatches), "first": listed},
     )
+
+
+def no_paid_video_lost(catalog: CatalogResource) -> AssetCheckResult:
+    now = utcnow()
+    lost = catalog.ledger().lost_since(now - timedelta(days=LOST_WINDOW_DAYS))
+    listed = [
+        f"{r.shot_id} (request {r.request_id}, ${r.cost_usd:.2f}, lost {_age(now - (r.completed_at or now))} ago): "
+        f"{r.error_message}"
+        for r in lost[:MAX_LISTED]
+    ]
+    metadata: dict = {"lost_requests": len(lost), "lost_usd": float(sum((r.cost_usd for r in lost), Decimal(0)))}
+    if listed:
+        metadata["lost"] = MetadataValue.md("\n".join(f"- {line}" for line in listed))
+    return AssetCheckResult(
+        asset_key=NO_PAID_VIDEO_LOST.asset_key,
+        check_name=NO_PAID_VIDEO_LOST.name,
+        passed=not lost,
+        severity=AssetCheckSeverity.ERROR,
+        description=None
+        if not lost
+        else f"{len(lost)} paid video(s) lost in the last {LOST_WINDOW_DAYS} days; see `hailuo report`",
+        metadata=metadata,
+    )
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"

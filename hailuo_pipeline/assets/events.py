@@ -7,7 +7,15 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetKey, AssetMaterialization, AssetRecordsFilter, DataVersion, Failure
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetMaterialization,
+    AssetRecordsFilter,
+    DataVersion,
+    Failure,
+    MetadataValue,
+)
 from dagster._core.definitions.data_version import (
     CODE_VERSION_TAG,
     DATA_VERSION_IS_USER_PROVIDED_TAG,
@@ -19,6 +27,8 @@ from dagster._core.definitions.data_version import (
     get_input_event_pointer_tag,
 )
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+
+from hailuo_pipeline.generation.errors import ShotFailure
 
 
 class InstanceWriter:
@@ -103,16 +113,17 @@ class InstanceWriter:
                 self._context.instance.report_dagster_event(event, self._context.run_id)
 
 
-def shots_failure(failed: Mapping[str, str], total: int, *, retryable: bool) -> Failure:
-    """The step's failure when some shots failed: each failed shot by name with its reason and fix.
-    The shots that succeeded are already materialized and stay so."""
+def shots_failure(failed: Mapping[str, ShotFailure], total: int) -> Failure:
+    """The step's failure when some shots failed: the refusals first, each shot once with its cause and
+    fix, and the same as structured metadata (`shots`: shot -> cause, fix, retryable) for tools to read.
+    The shots that succeeded are already materialized and stay so. Dagster's retry policy applies only
+    when some shot may still succeed; a retry resumes requests and refuses what fal refused before."""
     succeeded = total - len(failed)
-    lines = [f"{key}: {reason}" for key, reason in sorted(failed.items())]
+    lines = [f"{shot}: {failure.cause}. Fix: {failure.fix}" for shot, failure in sorted(failed.items())]
     return Failure(
-        description=f"{len(failed)} of {total} shot(s) failed"
-        + (f" ({succeeded} materialized)" if succeeded else "")
-        + ":\n"
-        + "\n".join(lines),
-        metadata={"failed_shots": sorted(failed)},
-        allow_retries=retryable,
+        description="\n".join(lines)
+        + f"\n({len(failed)} of {total} shot(s) failed"
+        + (f"; {succeeded} materialized)" if succeeded else ")"),
+        metadata={"shots": MetadataValue.json({shot: f.as_metadata() for shot, f in sorted(failed.items())})},
+        allow_retries=any(not f.permanent for f in failed.values()),
     )

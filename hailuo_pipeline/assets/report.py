@@ -49,12 +49,14 @@ def cost_report(context: AssetExecutionContext, catalog: CatalogResource, budget
     numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     context.log.info(
         f"spend today ${summary['spend_today_usd']:.2f}, month to date ${summary['spend_month_to_date_usd']:.2f}, "
-        f"all time ${summary['spend_all_time_usd']:.2f}"
+        f"all time ${summary['spend_all_time_usd']:.2f}, lost ${summary['lost_usd']:.2f}, "
+        f"{summary['orphans']} orphaned request(s) holding ${summary['orphan_usd']:.2f}"
     )
     return MaterializeResult(
         metadata={
             **numbers,
             "spend_by_day": dagster_table(report.by_day),
             "spend_by_duration": dagster_table(report.by_duration),
+            **({"orphans_table": dagster_table(report.orphans)} if len(report.orphans) else {}),
         }
     )

@@ -26,15 +26,18 @@ from pydantic import Field
 
 from hailuo_pipeline.assets.checks import (
     COSTS_MATCH_PRICE_TABLE,
+    NO_PAID_VIDEO_LOST,
     VIDEO_CHECKS,
     VIDEOS_MATCH_REQUESTS,
     costs_match_price_table,
+    no_paid_video_lost,
     videos_match_requests,
 )
 from hailuo_pipeline.assets.events import InstanceWriter, shots_failure
 from hailuo_pipeline.assets.inputs import image_metadata, prompt, prompt_metadata, source_image
 from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.fal.resource import FalResource
+from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
 from hailuo_pipeline.generation.runner import GenerationOptions, ShotGenerator, ShotOutcome
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
 from hailuo_pipeline.shots.manifest import Shot
@@ -59,6 +62,14 @@ class ShotsConfig(Config):
         default=False,
         description="Submit again after a submit whose answer never came (flagged as a possible double charge)",
     )
+    retry_refused: bool = Field(
+        default=False,
+        description="Send inputs again that fal refused for good (content policy, validation); fal may bill again",
+    )
+    resume_only: bool = Field(
+        default=False,
+        description="Only deliver paid requests left behind by earlier runs (by their fal id); never submit",
+    )
     concurrency: int = Field(default=16, description="Shots in flight at once within this step")
 
 
@@ -68,7 +79,8 @@ def shot_metadata(outcome: ShotOutcome) -> dict:
     return {
         "request_id": video.request_id,
         "take": request.take,
-        "cost_usd": float(request.price_usd),
+        "cost_usd": 0.0 if outcome.reused else float(request.price_usd),  # what this run spent on it
+        "resumed": outcome.resumed,
         "requested_duration_seconds": request.duration_seconds,
         "measured_duration_seconds": round(video.duration_seconds, 3),
         "resolution": f"{video.width}x{video.height}",
@@ -124,8 +136,10 @@ def hailuo_shots(
     selected = context.selected_asset_keys
     keys = list(context.partition_keys) if selected else []
     found, missing = shots.select(keys)
-    failed: dict[str, str] = dict(missing)
-    retryable = False
+    failed: dict[str, ShotFailure] = {
+        shot_id: PermanentShotFailure(shot_id, reason, "add the shot to shots.csv, or fix its row")
+        for shot_id, reason in missing.items()
+    }
     writes = InstanceWriter(context)
 
     def inputs_valid(request: ShotRequest) -> None:
@@ -135,13 +149,13 @@ def hailuo_shots(
 
     def video_done(outcome: ShotOutcome) -> None:
         """As each shot finishes: its materialization now (overlapping the wait for others), or its failure."""
-        nonlocal retryable
         if outcome.ok:
             writes.materialize(hailuo_video.key, outcome.shot_id, shot_metadata(outcome))
-        else:
-            failed[outcome.shot_id] = str(outcome.failure)
-            retryable = retryable or bool(outcome.failure is not None and not outcome.failure.permanent)
+        elif outcome.failure is not None:
+            failed[outcome.shot_id] = outcome.failure
             writes.error(str(outcome.failure))
+        elif outcome.skipped:
+            writes.info(f"{outcome.shot_id}: {outcome.skipped}")
 
     if hailuo_video.key in selected:
         generator = ShotGenerator(
@@ -150,7 +164,13 @@ def hailuo_shots(
             shots.videos_dir,
             writes,
             run_id=context.run_id,
-            options=GenerationOptions(config.new_take, config.resubmit_ambiguous, budget.budget()),
+            options=GenerationOptions(
+                new_take=config.new_take,
+                resubmit_ambiguous=config.resubmit_ambiguous,
+                retry_refused=config.retry_refused,
+                resume_only=config.resume_only,
+                budget=budget.budget(),
+            ),
         )
         generate_all(generator, list(found.values()), config.concurrency, writes, inputs_valid, video_done)
     else:
@@ -161,12 +181,14 @@ def hailuo_shots(
         yield videos_match_requests(catalog, context.run_id if hailuo_video.key in selected else None)
     if COSTS_MATCH_PRICE_TABLE.key in checks:
         yield costs_match_price_table(catalog)
+    if NO_PAID_VIDEO_LOST.key in checks:
+        yield no_paid_video_lost(catalog)
     if failed:
         writes.mark_failed(set(selected), sorted(failed))
-        raise shots_failure(failed, len(keys), retryable=retryable)
+        raise shots_failure(failed, len(keys))
 
 
-def validate_inputs(found: list[Shot], on_valid: Callable[[ShotRequest], None]) -> dict[str, str]:
+def validate_inputs(found: list[Shot], on_valid: Callable[[ShotRequest], None]) -> dict[str, ShotFailure]:
     """The inputs-only selection: every shot validated (decoding releases the GIL), no request."""
 
     def check(shot: Shot) -> ShotRequest | ShotInputError:
@@ -175,11 +197,11 @@ def validate_inputs(found: list[Shot], on_valid: Callable[[ShotRequest], None]) 
         except ShotInputError as exc:
             return exc
 
-    failed = {}
+    failed: dict[str, ShotFailure] = {}
     with ThreadPoolExecutor(max_workers=4) as pool:
         for shot, result in zip(found, pool.map(check, found), strict=True):
             if isinstance(result, ShotInputError):
-                failed[shot.shot_id] = str(result)
+                failed[shot.shot_id] = PermanentShotFailure(shot.shot_id, result.problem, result.fix)
             else:
                 on_valid(result)
     return failed

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import AssetKey, RunRequest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from hailuo_pipeline.catalog.ledger import utcnow
+from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.shots.manifest import Manifest
 from hailuo_pipeline.shots.validation import quick_problem
@@ -81,14 +81,26 @@ def partition_ranges(ordered: list[str], selected: list[str], max_size: int) -> 
     return ranges
 
 
-def range_run_requests(ranges: list[tuple[str, str]], assets: list[AssetKey], key_prefix: str) -> list[RunRequest]:
+def range_run_requests(
+    ranges: list[tuple[str, str]], assets: list[AssetKey], key_prefix: str, run_config: dict | None = None
+) -> list[RunRequest]:
     requests = []
     for start, end in ranges:
-        tags = range_tags(start, end)
         if start == end:
-            requests.append(RunRequest(run_key=f"{key_prefix}:{start}", asset_selection=assets, partition_key=start))
+            requests.append(
+                RunRequest(
+                    run_key=f"{key_prefix}:{start}", asset_selection=assets, partition_key=start, run_config=run_config
+                )
+            )
         else:
-            requests.append(RunRequest(run_key=f"{key_prefix}:{start}..{end}", asset_selection=assets, tags=tags))
+            requests.append(
+                RunRequest(
+                    run_key=f"{key_prefix}:{start}..{end}",
+                    asset_selection=assets,
+                    tags=range_tags(start, end),
+                    run_config=run_config,
+                )
+            )
     return requests
 
 

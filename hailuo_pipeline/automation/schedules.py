@@ -1,4 +1,4 @@
-"""The nightly sweep: missing and failed shots, as many as the remaining daily budget affords."""
+"""The nightly sweep: orphaned requests, then missing and failed shots, as many as the daily budget affords."""
 
 import os
 from decimal import Decimal
@@ -8,7 +8,7 @@ from dagster import DefaultScheduleStatus, ScheduleEvaluationContext, SkipReason
 from hailuo_pipeline.automation.partitions import SHOTS_PER_RUN, shots_partitions
 from hailuo_pipeline.automation.registration import plan_shot_runs, range_run_requests
 from hailuo_pipeline.automation.sensors import SHOT_ASSETS
-from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.generation.planning import ShotPlan, plan_shots
 from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS, ENDPOINT_ID
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
 
@@ -16,18 +16,13 @@ SWEEP_CRON = os.environ.get("HAILUO_SWEEP_CRON", "0 3 * * *")
 
 
 def shots_to_sweep(
-    ledger: RequestLedger, shot_ids: list[str], durations: dict[str, int], remaining_usd: Decimal | None
+    plan: ShotPlan, prices: dict[int, Decimal], durations: dict[str, int], remaining_usd: Decimal | None
 ) -> list[str]:
-    """Shots with no delivered or in-flight request, in order, while the money lasts.
-    Ambiguous submits are left for a person to decide."""
-    settled = ledger.settled_shots()
-    with ledger.catalog.connect(read_only=True) as conn:
-        prices = {d: ledger.price_for(conn, ENDPOINT_ID, d)[1] for d in set(durations.values())}
-    chosen: list[str] = []
+    """Orphans first (resumed by id: free), then shots to generate, in order, while the money lasts.
+    Shots that need a person (ambiguous, refused, lost) are left to one (see `hailuo materialize`)."""
+    chosen = [s for s in plan.order if s in plan.to_resume]
     spend = Decimal(0)
-    for shot_id in shot_ids:
-        if shot_id in settled:
-            continue
+    for shot_id in plan.to_generate:
         price = prices[durations[shot_id]]
         if remaining_usd is not None and spend + price > remaining_usd:
             break
@@ -40,7 +35,8 @@ def shots_to_sweep(
     cron_schedule=SWEEP_CRON,
     target=SHOT_ASSETS,
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Sweeps missing and failed shots within the daily budget (cron: HAILUO_SWEEP_CRON).",
+    description="Resumes orphaned requests, then sweeps missing and failed shots within the daily budget "
+    "(cron: HAILUO_SWEEP_CRON).",
 )
 def nightly_sweep(
     context: ScheduleEvaluationContext, shots: ShotsResource, catalog: CatalogResource, budget: BudgetResource
@@ -59,9 +55,14 @@ def nightly_sweep(
     remaining = None
     if limits.daily_usd is not None:
         remaining = limits.daily_usd - ledger.committed_today_usd()
-    chosen = shots_to_sweep(ledger, candidates, durations, remaining)
+    with ledger.catalog.connect(read_only=True) as conn:
+        prices = {d: ledger.price_for(conn, ENDPOINT_ID, d)[1] for d in set(durations.values())}
+    plan = plan_shots(candidates, manifest, ledger.standings())
+    chosen = shots_to_sweep(plan, prices, durations, remaining)
     if not chosen:
-        return SkipReason("no missing or failed shots (or no budget left today)")
+        return SkipReason("no missing, failed or orphaned shots (or no budget left today)")
+    for note in plan.notes():
+        context.log.info(note)
     stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M")
     runs = plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN)
     return range_run_requests(runs, SHOT_ASSETS, f"sweep-{stamp}")

@@ -58,3 +58,36 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
         dynamic_partitions_requests=[shots_partitions.build_add_request(plan.new)] if plan.new else [],
         cursor=digest,
     )
+
+
+MAX_SENSOR_RESUMES = 5  # past this, an orphan that keeps failing is left to a person (`hailuo report` lists it)
+RESUME_ONLY = {"ops": {"hailuo_shots": {"config": {"resume_only": True}}}}
+
+
+@sensor(
+    minimum_interval_seconds=60,
+    asset_selection=[hailuo_video.key],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Finds paid requests no live run follows any more (a crash, an evicted pod) and launches runs "
+    "that resume them by their fal id, before fal's result expires. Spends nothing: these runs never submit.",
+)
+def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
+    registered = context.instance.get_dynamic_partitions(shots_partitions.name)
+    known = set(registered)
+    orphans = [r for r in catalog.ledger().orphans() if r.shot_id in known]
+    given_up = [r for r in orphans if r.attempts > MAX_SENSOR_RESUMES]
+    for row in given_up:
+        context.log.warning(
+            f"{row.shot_id}: request {row.request_id} was resumed {row.attempts - 1} times without success; "
+            "left to `hailuo materialize` (see `hailuo report`)"
+        )
+    todo = {r.shot_id: r for r in orphans if r.attempts <= MAX_SENSOR_RESUMES}
+    if not todo:
+        return SkipReason("no orphaned requests")
+    # a new key each time a request is orphaned again, so a resume that died is launched once more
+    digest = hashlib.sha256(
+        "".join(f"{r.request_key}:{r.attempts}" for r in sorted(todo.values(), key=lambda r: r.request_key)).encode()
+    ).hexdigest()[:12]
+    context.log.info(f"resuming {len(todo)} orphaned request(s): {', '.join(sorted(todo))}")
+    ranges = partition_ranges(registered, list(todo), SHOTS_PER_RUN)
+    return range_run_requests(ranges, [hailuo_video.key], f"resume-{digest}", RESUME_ONLY)

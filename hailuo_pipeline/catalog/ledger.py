@@ -3,7 +3,9 @@
 Every decision is one short transaction, so concurrent runs and processes see each other's rows:
 a row is written (and its price reserved) before fal is called, fal's request id is stored the
 moment it is known, and any later attempt for the same fingerprint resumes that id instead of
-paying again. The interface is narrow on purpose: a server database can implement it later.
+paying again. Each in-flight row carries a lease (owner + heartbeat): a row whose owner stopped
+heart-beating is an orphan, which the next attempt at the shot takes over and resumes by id.
+The decisions themselves are pure functions in `decisions.py`; this module applies them.
 """
 
 from __future__ import annotations
@@ -11,100 +13,49 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 import duckdb
 
+from hailuo_pipeline.catalog.decisions import (
+    LEASE_SECONDS,
+    ClaimKind,
+    ClaimOptions,
+    OwnerAlive,
+    ShotStanding,
+    budget_refusal,
+    decide_claim,
+    is_dead_reservation,
+    is_orphan,
+    next_take,
+    owner_alive,
+    shot_standing,
+)
+from hailuo_pipeline.catalog.rows import (
+    ACTIVE,
+    PROGRESS_ORDER,
+    ROW_COLUMNS,
+    Budget,
+    NewRequest,
+    RequestRow,
+    Status,
+    VideoRow,
+    request_row,
+    utcnow,
+)
 from hailuo_pipeline.catalog.store import Catalog
 
 
-class Status(StrEnum):
-    RESERVED = "reserved"  # row written and money reserved; the submit is about to be sent
-    SUBMITTED = "submitted"  # fal answered with a request id
-    IN_QUEUE = "in_queue"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"  # fal finished and billed; the result (video URL) is stored
-    SUCCEEDED = "succeeded"  # the video is downloaded, verified and recorded
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    AMBIGUOUS = "ambiguous"  # a submit whose answer never came: a job may exist that we cannot see
-
-
-ACTIVE = (Status.RESERVED, Status.SUBMITTED, Status.IN_QUEUE, Status.IN_PROGRESS, Status.COMPLETED)
-_ORDER = {s: i for i, s in enumerate(ACTIVE)} | {Status.SUCCEEDED: 9}
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 class BudgetExceededError(RuntimeError):
-    pass
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit  # "daily" or "total"
 
 
 class NoPriceError(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class Budget:
-    daily_usd: Decimal | None = None
-    total_usd: Decimal | None = None
-
-    @classmethod
-    def from_usd(cls, daily_usd: float | None, total_usd: float | None) -> Budget:
-        def exact(value: float | None) -> Decimal | None:
-            return None if value is None else Decimal(str(value))
-
-        return cls(exact(daily_usd), exact(total_usd))
-
-
-@dataclass(frozen=True)
-class RequestRow:
-    request_key: str
-    request_id: str | None
-    shot_id: str
-    take: int
-    fingerprint: str
-    status: Status
-    duration_seconds: int
-    price_usd: Decimal
-    video_url: str | None
-    owner: str | None
-    heartbeat_at: datetime | None
-    run_id: str | None
-    created_at: datetime
-    submitted_at: datetime | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    possible_double_charge: bool
-
-
-@dataclass(frozen=True)
-class VideoRow:
-    request_id: str
-    request_key: str
-    shot_id: str
-    path: str
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    fps: float
-    frames: int
-    duration_seconds: float
-    source_url: str | None
-
-
-class ClaimKind(StrEnum):
-    REUSE = "reuse"  # a verified video exists: no request at all
-    RESUME = "resume"  # a request we already paid for (or are paying for): follow it by id
-    WAIT = "wait"  # another live process is submitting this very fingerprint right now
-    AMBIGUOUS = "ambiguous"  # an earlier submit never answered; policy decides
-    SUBMIT = "submit"  # a fresh row is reserved: go and submit
 
 
 @dataclass(frozen=True)
@@ -114,14 +65,11 @@ class Claim:
     video: VideoRow | None = None
 
 
-_ROW_COLUMNS = (
-    "request_key, request_id, shot_id, take, fingerprint, status, duration_seconds, price_usd, video_url, "
-    "owner, heartbeat_at, run_id, created_at, submitted_at, started_at, completed_at, possible_double_charge"
-)
 _VIDEO_COLUMNS = (
     "v.request_id, v.request_key, v.shot_id, v.path, v.sha256, v.bytes, v.width, v.height, v.fps, v.frames, "
     "v.duration_seconds, v.source_url"
 )
+_ACTIVE_VALUES = [s.value for s in ACTIVE]
 
 
 def _committed(conn: duckdb.DuckDBPyConnection, day: date) -> tuple[Decimal, Decimal]:
@@ -134,86 +82,92 @@ def _committed(conn: duckdb.DuckDBPyConnection, day: date) -> tuple[Decimal, Dec
     return (Decimal(found[0]), Decimal(found[1])) if found else (Decimal(0), Decimal(0))
 
 
-def _row(values: tuple[Any, ...] | None) -> RequestRow | None:
-    if values is None:
-        return None
-    data = dict(zip([c.strip() for c in _ROW_COLUMNS.split(",")], values, strict=True))
-    data["status"] = Status(data["status"])
-    return RequestRow(**data)
+def _rows(conn: duckdb.DuckDBPyConnection, where: str, params: list[Any]) -> list[RequestRow]:
+    found = conn.execute(
+        f"SELECT {ROW_COLUMNS} FROM requests WHERE {where} ORDER BY created_at DESC, take DESC", params
+    ).fetchall()
+    return [row for row in map(request_row, found) if row is not None]
 
 
-@dataclass(frozen=True)
-class NewRequest:
-    shot_id: str
-    fingerprint: str
-    endpoint: str
-    arguments: dict[str, Any]
-    duration_seconds: int
-    run_id: str | None
-    partition_key: str | None
-    owner: str
+def _one(conn: duckdb.DuckDBPyConnection, request_key: str) -> RequestRow:
+    (row,) = _rows(conn, "request_key = ?", [request_key])
+    return row
 
 
 class RequestLedger:
-    def __init__(self, catalog: Catalog, lease_seconds: float = 45.0) -> None:
+    def __init__(
+        self, catalog: Catalog, lease_seconds: float = LEASE_SECONDS, alive: OwnerAlive = owner_alive
+    ) -> None:
         self.catalog = catalog
         self.lease_seconds = lease_seconds
+        self.alive = alive
 
     # -- decisions -------------------------------------------------------------------------
-    def claim(
-        self,
-        request: NewRequest,
-        budget: Budget,
-        *,
-        new_take: bool = False,
-        resubmit_ambiguous: bool = False,
-    ) -> Claim:
+    def claim(self, request: NewRequest, budget: Budget, options: ClaimOptions | None = None) -> Claim:
         """Decide, atomically, what this attempt at a shot may do."""
+        options = options or ClaimOptions()
         with self.catalog.connect() as conn:
-            rows = [
-                _row(r)
-                for r in conn.execute(
-                    f"SELECT {_ROW_COLUMNS} FROM requests WHERE fingerprint = ? ORDER BY take DESC",
-                    [request.fingerprint],
-                ).fetchall()
-            ]
-            latest = rows[0] if rows else None
-            forced_here = new_take and not any(r and r.run_id == request.run_id for r in rows)
-            if latest and latest.status in ACTIVE:
-                if latest.request_id or latest.status is not Status.RESERVED:
-                    return Claim(ClaimKind.RESUME, latest)
-                if not self._stale(latest):
-                    return Claim(ClaimKind.WAIT, latest)
-                self._transition(
-                    conn,
-                    latest.request_key,
-                    Status.AMBIGUOUS,
-                    "the process that was submitting stopped before fal's answer was recorded",
-                    possible_double_charge=True,
+            while True:
+                rows = _rows(conn, "fingerprint = ?", [request.fingerprint])
+                decision = decide_claim(
+                    rows,
+                    me=request.owner,
+                    run_id=request.run_id,
+                    now=utcnow(),
+                    lease_seconds=self.lease_seconds,
+                    options=options,
+                    alive=self.alive,
                 )
-                latest = _row(
-                    conn.execute(
-                        f"SELECT {_ROW_COLUMNS} FROM requests WHERE request_key = ?", [latest.request_key]
-                    ).fetchone()
-                )
-            if latest and latest.status is Status.SUCCEEDED and not forced_here:
-                video = self._video(conn, latest.request_key)
-                if video is not None:
-                    return Claim(ClaimKind.REUSE, latest, video)
-                return Claim(ClaimKind.RESUME, latest)
-            if latest and latest.status is Status.AMBIGUOUS and not resubmit_ambiguous:
-                return Claim(ClaimKind.AMBIGUOUS, latest)
-            row = self._reserve(
-                conn,
-                request,
-                budget,
-                possible_double_charge=bool(latest and latest.status is Status.AMBIGUOUS),
-            )
-            return Claim(ClaimKind.SUBMIT, row)
+                if decision.expire is None:
+                    break
+                self._expire_reservation(conn, decision.expire)
+            row = decision.row
+            if decision.kind is ClaimKind.RESUME:
+                assert row is not None
+                return Claim(ClaimKind.RESUME, self._take_lease(conn, row, request.owner))
+            if decision.kind is ClaimKind.REUSE:
+                assert row is not None
+                video = self._video(conn, row.request_key)
+                if video is None:  # recorded as succeeded but its video row is gone: fetch it again
+                    return Claim(ClaimKind.RESUME, self._take_lease(conn, row, request.owner))
+                return Claim(ClaimKind.REUSE, row, video)
+            if decision.kind is not ClaimKind.SUBMIT:
+                return Claim(decision.kind, row)
+            ambiguous_before = row is not None and row.status is Status.AMBIGUOUS
+            return Claim(ClaimKind.SUBMIT, self._reserve(conn, request, budget, ambiguous_before))
 
-    def _stale(self, row: RequestRow) -> bool:
-        beat = row.heartbeat_at or row.created_at
-        return utcnow() - beat > timedelta(seconds=self.lease_seconds)
+    def take_over_orphans(self, shot_id: str, owner: str) -> list[RequestRow]:
+        """The shot's requests that fal has and nobody follows, now leased to `owner`, oldest first; a
+        dead submitter's reservation is recorded ambiguous on the way (fal may have a job we cannot see)."""
+        taken: list[RequestRow] = []
+        with self.catalog.connect() as conn:
+            now = utcnow()
+            for row in _rows(conn, "shot_id = ? AND list_contains(?, status)", [shot_id, _ACTIVE_VALUES]):
+                if is_dead_reservation(row, now, self.lease_seconds, self.alive):
+                    self._expire_reservation(conn, row)
+                elif is_orphan(row, now, self.lease_seconds, self.alive):
+                    taken.append(self._take_lease(conn, row, owner))
+        return taken[::-1]
+
+    def _take_lease(self, conn: duckdb.DuckDBPyConnection, row: RequestRow, owner: str) -> RequestRow:
+        """Lease `row` to `owner`. Taking over someone else's row counts as a resume attempt."""
+        conn.execute(
+            "UPDATE requests SET owner = ?, heartbeat_at = ?, "
+            "attempts = attempts + CASE WHEN owner IS DISTINCT FROM ? THEN 1 ELSE 0 END WHERE request_key = ?",
+            [owner, utcnow(), owner, row.request_key],
+        )
+        if row.owner != owner:
+            self._event(conn, row.request_key, row.status, f"resumed by {owner} (was {row.owner or 'released'})")
+        return _one(conn, row.request_key)
+
+    def _expire_reservation(self, conn: duckdb.DuckDBPyConnection, row: RequestRow) -> None:
+        self._transition(
+            conn,
+            row.request_key,
+            Status.AMBIGUOUS,
+            "the process that was submitting stopped before fal's answer was recorded",
+            possible_double_charge=True,
+        )
 
     def price_for(self, conn: duckdb.DuckDBPyConnection, endpoint: str, duration: int) -> tuple[str, Decimal]:
         found = conn.execute(
@@ -228,32 +182,16 @@ class RequestLedger:
         return found[0], Decimal(found[1])
 
     def _reserve(
-        self,
-        conn: duckdb.DuckDBPyConnection,
-        request: NewRequest,
-        budget: Budget,
-        *,
-        possible_double_charge: bool,
+        self, conn: duckdb.DuckDBPyConnection, request: NewRequest, budget: Budget, possible_double_charge: bool
     ) -> RequestRow:
         price_id, price = self.price_for(conn, request.endpoint, request.duration_seconds)
         now = utcnow()
         total, today = _committed(conn, now.date())
-        if budget.total_usd is not None and Decimal(total) + price > budget.total_usd:
-            raise BudgetExceededError(
-                f"total budget ${budget.total_usd:.2f} would be exceeded "
-                f"(${Decimal(total):.2f} spent or reserved, this video costs ${price:.2f}); "
-                "raise budget.total_usd or wait for reservations to settle"
-            )
-        if budget.daily_usd is not None and Decimal(today) + price > budget.daily_usd:
-            raise BudgetExceededError(
-                f"daily budget ${budget.daily_usd:.2f} would be exceeded "
-                f"(${Decimal(today):.2f} spent or reserved today UTC, this video costs ${price:.2f}); "
-                "raise budget.daily_usd or run again tomorrow"
-            )
-        take_row = conn.execute(
-            "SELECT coalesce(max(take), 0) + 1 FROM requests WHERE shot_id = ?", [request.shot_id]
-        ).fetchone()
+        refusal = budget_refusal(budget, total, today, price)
+        if refusal is not None:
+            raise BudgetExceededError(refusal, "total" if refusal.startswith("the total") else "daily")
         key = uuid.uuid4().hex
+        take = next_take(_rows(conn, "shot_id = ?", [request.shot_id]))
         conn.execute(
             "INSERT INTO requests (request_key, shot_id, take, fingerprint, endpoint, arguments_json, "
             "duration_seconds, status, run_id, partition_key, owner, heartbeat_at, created_at, price_id, "
@@ -262,7 +200,7 @@ class RequestLedger:
             [
                 key,
                 request.shot_id,
-                take_row[0] if take_row else 1,
+                take,
                 request.fingerprint,
                 request.endpoint,
                 json.dumps(request.arguments, sort_keys=True),
@@ -280,13 +218,27 @@ class RequestLedger:
             ],
         )
         self._event(conn, key, Status.RESERVED, f"reserved ${price} ({price_id})")
-        return _row(conn.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE request_key = ?", [key]).fetchone())
+        return _one(conn, key)
+
+    # -- leases ----------------------------------------------------------------------------
+    def heartbeat(self, request_keys: list[str], owner: str) -> None:
+        """Renew `owner`'s leases on these rows; a row another process has taken over stays theirs."""
+        if request_keys:
+            with self.catalog.connect() as conn:
+                conn.execute(
+                    "UPDATE requests SET heartbeat_at = ? WHERE owner = ? AND list_contains(?, request_key)",
+                    [utcnow(), owner, request_keys],
+                )
+
+    def release(self, owner: str) -> None:
+        """Give up `owner`'s leases at once (a run ending, cleanly or not): its unfinished requests are
+        orphans from now on, for the next attempt to resume without waiting out the lease."""
+        with self.catalog.connect() as conn:
+            conn.execute(
+                "UPDATE requests SET owner = NULL WHERE owner = ? AND list_contains(?, status)", [owner, _ACTIVE_VALUES]
+            )
 
     # -- transitions -----------------------------------------------------------------------
-    def heartbeat(self, request_key: str) -> None:
-        with self.catalog.connect() as conn:
-            conn.execute("UPDATE requests SET heartbeat_at = ? WHERE request_key = ?", [utcnow(), request_key])
-
     def mark_submitted(self, request_key: str, request_id: str) -> None:
         with self.catalog.connect() as conn:
             conn.execute(
@@ -299,7 +251,7 @@ class RequestLedger:
         """Record in_queue / in_progress, only moving forward."""
         with self.catalog.connect() as conn:
             current = conn.execute("SELECT status FROM requests WHERE request_key = ?", [request_key]).fetchone()
-            if not current or _ORDER.get(Status(current[0]), 99) >= _ORDER[status]:
+            if not current or PROGRESS_ORDER.get(Status(current[0]), 99) >= PROGRESS_ORDER[status]:
                 return
             extra = ", started_at = coalesce(started_at, ?)" if status is Status.IN_PROGRESS else ""
             params: list[Any] = [status.value] + ([utcnow()] if extra else []) + [request_key]
@@ -312,14 +264,14 @@ class RequestLedger:
         """fal finished and billed: store the result before anything else can go wrong."""
         with self.catalog.connect() as conn:
             now = utcnow()
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE requests SET status = ?, result_json = ?, video_url = ?, "
                 "completed_at = coalesce(completed_at, ?), "
                 "started_at = coalesce(started_at, ?), "
                 "inference_seconds = coalesce(?, inference_seconds), "
                 "queue_seconds = epoch(coalesce(started_at, ?) - submitted_at), "
                 "cost_usd = price_usd, reserved_usd = 0 "
-                "WHERE request_key = ? AND status IN (?, ?, ?, ?)",
+                "WHERE request_key = ? AND list_contains(?, status)",
                 [
                     Status.COMPLETED.value,
                     json.dumps(result),
@@ -329,41 +281,70 @@ class RequestLedger:
                     inference_seconds,
                     now,
                     request_key,
-                    Status.RESERVED.value,
-                    Status.SUBMITTED.value,
-                    Status.IN_QUEUE.value,
-                    Status.IN_PROGRESS.value,
+                    [s.value for s in ACTIVE if s is not Status.COMPLETED],
                 ],
-            )
-            self._event(conn, request_key, Status.COMPLETED, video_url)
+            ).fetchone()
+            if changed and changed[0]:
+                self._event(conn, request_key, Status.COMPLETED, video_url)
 
-    def mark_failed(self, request_key: str, error_type: str, message: str, *, possibly_charged: bool = False) -> None:
-        self._finish(request_key, Status.FAILED, error_type, message, possibly_charged=possibly_charged)
+    def mark_failed(
+        self,
+        request_key: str,
+        error_type: str,
+        message: str,
+        *,
+        possibly_charged: bool = False,
+        permanent: bool = False,
+    ) -> None:
+        """`permanent`: fal refused these very inputs; later attempts with them are refused before any
+        request (decisions.decide_claim), unless the user insists."""
+        self._finish(request_key, Status.FAILED, error_type, message, possibly_charged, permanent)
 
     def mark_cancelled(self, request_key: str, message: str) -> None:
-        self._finish(request_key, Status.CANCELLED, "cancelled", message)
+        self._finish(request_key, Status.CANCELLED, "cancelled", message, False, False)
+
+    def mark_lost(self, request_key: str, error_type: str, message: str) -> None:
+        """fal billed the request (or may have), and its result can no longer be fetched: the money is
+        spent and counted as lost, and no later attempt waits for this request again."""
+        with self.catalog.connect() as conn:
+            changed = conn.execute(
+                "UPDATE requests SET status = ?, error_type = ?, error_message = ?, possibly_charged = true, "
+                "completed_at = coalesce(completed_at, ?), cost_usd = price_usd, reserved_usd = 0, owner = NULL "
+                "WHERE request_key = ? AND list_contains(?, status)",
+                [Status.LOST.value, error_type, message[:4000], utcnow(), request_key, _ACTIVE_VALUES],
+            ).fetchone()
+            if changed and changed[0]:
+                self._event(conn, request_key, Status.LOST, f"{error_type}: {message[:500]}")
 
     def mark_ambiguous(self, request_key: str, message: str) -> None:
         with self.catalog.connect() as conn:
             self._transition(conn, request_key, Status.AMBIGUOUS, message, possible_double_charge=True)
 
     def _finish(
-        self, request_key: str, status: Status, error_type: str, message: str, *, possibly_charged: bool = False
+        self,
+        request_key: str,
+        status: Status,
+        error_type: str,
+        message: str,
+        possibly_charged: bool,
+        permanent: bool,
     ) -> None:
         with self.catalog.connect() as conn:
             changed = conn.execute(
                 "UPDATE requests SET status = ?, error_type = ?, error_message = ?, possibly_charged = ?, "
-                "completed_at = coalesce(completed_at, ?), reserved_usd = 0, cost_usd = 0 "
-                "WHERE request_key = ? AND status NOT IN (?, ?)",
+                "permanent_failure = ?, completed_at = coalesce(completed_at, ?), reserved_usd = 0, cost_usd = 0, "
+                "owner = NULL WHERE request_key = ? AND status NOT IN (?, ?, ?)",
                 [
                     status.value,
                     error_type,
                     message[:4000],
                     possibly_charged,
+                    permanent,
                     utcnow(),
                     request_key,
                     Status.COMPLETED.value,
                     Status.SUCCEEDED.value,
+                    Status.LOST.value,
                 ],
             ).fetchone()
             if changed and changed[0]:  # a paid (completed) request is never turned into a failure
@@ -379,7 +360,7 @@ class RequestLedger:
         possible_double_charge: bool = False,
     ) -> None:
         conn.execute(
-            "UPDATE requests SET status = ?, error_type = ?, error_message = ?, "
+            "UPDATE requests SET status = ?, error_type = ?, error_message = ?, owner = NULL, "
             "possible_double_charge = possible_double_charge OR ? WHERE request_key = ?",
             [status.value, status.value, message, possible_double_charge, request_key],
         )
@@ -416,8 +397,8 @@ class RequestLedger:
                     ],
                 )
             changed = conn.execute(
-                "UPDATE requests SET status = ?, wall_seconds = epoch(? - created_at) WHERE request_key = ? "
-                "AND status <> ?",
+                "UPDATE requests SET status = ?, owner = NULL, wall_seconds = epoch(? - created_at) "
+                "WHERE request_key = ? AND status <> ?",
                 [Status.SUCCEEDED.value, utcnow(), request_key, Status.SUCCEEDED.value],
             ).fetchone()
             if changed and changed[0]:  # a second delivery of the same request is not a new transition
@@ -425,20 +406,30 @@ class RequestLedger:
             return VideoRow(*existing) if existing else video
 
     # -- reads -----------------------------------------------------------------------------
-    def get(self, request_key: str) -> RequestRow | None:
+    def get(self, request_key: str) -> RequestRow:
         with self.catalog.connect(read_only=True) as conn:
-            return _row(
-                conn.execute(f"SELECT {_ROW_COLUMNS} FROM requests WHERE request_key = ?", [request_key]).fetchone()
-            )
+            return _one(conn, request_key)
 
-    def settled_shots(self) -> set[str]:
-        """Shots with a delivered, in-flight or ambiguous request: nothing to sweep or retry there."""
+    def standings(self) -> dict[str, ShotStanding]:
+        """Every shot with a request: where it stands (decisions.shot_standing)."""
         with self.catalog.connect(read_only=True) as conn:
-            rows = conn.execute(
-                "SELECT DISTINCT shot_id FROM requests WHERE status NOT IN (?, ?)",
-                [Status.FAILED.value, Status.CANCELLED.value],
-            ).fetchall()
-        return {row[0] for row in rows}
+            rows = _rows(conn, "true", [])
+        by_shot: dict[str, list[RequestRow]] = {}
+        for row in rows:
+            by_shot.setdefault(row.shot_id, []).append(row)
+        now = utcnow()
+        return {shot: shot_standing(found, now, self.lease_seconds, self.alive) for shot, found in by_shot.items()}
+
+    def orphans(self) -> list[RequestRow]:
+        """Requests fal has that no live process follows, oldest first (only in-flight rows are read)."""
+        with self.catalog.connect(read_only=True) as conn:
+            rows = _rows(conn, "list_contains(?, status)", [_ACTIVE_VALUES])
+        now = utcnow()
+        return [r for r in reversed(rows) if is_orphan(r, now, self.lease_seconds, self.alive)]
+
+    def lost_since(self, since: datetime) -> list[RequestRow]:
+        with self.catalog.connect(read_only=True) as conn:
+            return _rows(conn, "status = ? AND completed_at >= ?", [Status.LOST.value, since])
 
     def committed_today_usd(self) -> Decimal:
         """Spent plus reserved on the current UTC day: what the daily budget is measured against."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 
-from hailuo_pipeline.catalog.ledger import Budget, utcnow
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.rows import Budget, RequestRow, utcnow
 from hailuo_pipeline.catalog.store import Catalog
 
 SUMMARY_SQL = """
@@ -26,6 +27,8 @@ SELECT
     count(*) FILTER (WHERE status = 'failed') AS failures,
     count(*) FILTER (WHERE status = 'cancelled') AS cancellations,
     count(*) FILTER (WHERE status = 'ambiguous') AS ambiguous,
+    count(*) FILTER (WHERE status = 'lost') AS lost_requests,
+    coalesce(sum(cost_usd) FILTER (WHERE status = 'lost'), 0) AS lost_usd,
     count(*) FILTER (WHERE possible_double_charge) AS possible_double_charges,
     count(DISTINCT shot_id) AS shots,
     avg(wall_seconds) FILTER (WHERE status = 'succeeded') AS latency_mean_seconds,
@@ -48,18 +51,22 @@ class CostReport:
     summary: dict[str, Any]
     by_duration: pd.DataFrame
     by_day: pd.DataFrame
+    orphans: pd.DataFrame  # paid requests no live process follows: resumed by the next default run
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "summary": self.summary,
             "by_duration": self.by_duration.to_dict(orient="records"),
             "by_day": self.by_day.assign(day=self.by_day["day"].astype(str)).to_dict(orient="records"),
+            "orphans": self.orphans.to_dict(orient="records"),
         }
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
+    if isinstance(value, float) and not pd.isna(value):
+        return round(value, 4)
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     return value
@@ -77,6 +84,10 @@ def build_report(catalog: Catalog, budget: Budget, today: date | None = None, da
             [days],
         ).df()
     summary = {name: _plain(value) for name, value in zip(names, row or (), strict=True)}
+    orphans = orphan_table(RequestLedger(catalog).orphans(), utcnow())
+    summary["orphans"] = len(orphans)
+    summary["orphan_usd"] = round(float(orphans["usd"].sum()), 4) if len(orphans) else 0.0
+    summary["orphan_oldest_age_seconds"] = float(orphans["age_seconds"].max()) if len(orphans) else None
     summary["daily_budget_usd"] = _plain(budget.daily_usd)
     summary["total_budget_usd"] = _plain(budget.total_usd)
     summary["daily_budget_used"] = (
@@ -89,4 +100,22 @@ def build_report(catalog: Catalog, budget: Budget, today: date | None = None, da
         for column in frame.columns:
             if frame[column].dtype == object:
                 frame[column] = frame[column].map(_plain)
-    return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True))
+    by_day["day"] = by_day["day"].astype(str)
+    return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True), orphans)
+
+
+def orphan_table(rows: list[RequestRow], now: datetime) -> pd.DataFrame:
+    """One line per orphan: its age (since it was created) and the money it holds (paid or reserved)."""
+    return pd.DataFrame(
+        [
+            {
+                "shot_id": r.shot_id,
+                "request_id": r.request_id,
+                "status": r.status.value,
+                "age_seconds": round((now - r.created_at).total_seconds(), 1),
+                "usd": float(r.held_usd),
+            }
+            for r in rows
+        ],
+        columns=["shot_id", "request_id", "status", "age_seconds", "usd"],
+    )

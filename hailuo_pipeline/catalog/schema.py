@@ -132,6 +132,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FROM requests WHERE status IN ('succeeded', 'completed');
         """,
     ),
+    (
+        3,
+        "requests.permanent_failure (fal refused these inputs for good); lost requests (paid, result gone)",
+        """
+        ALTER TABLE requests ADD COLUMN permanent_failure BOOLEAN DEFAULT false;
+        CREATE OR REPLACE VIEW spend_by_day AS
+            SELECT CAST(created_at AS DATE) AS day,
+                   count(*) AS requests,
+                   count(*) FILTER (WHERE status = 'succeeded' OR status = 'completed') AS succeeded,
+                   count(*) FILTER (WHERE status = 'failed') AS failed,
+                   count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+                   count(*) FILTER (WHERE status = 'lost') AS lost,
+                   sum(cost_usd) AS spend_usd,
+                   coalesce(sum(cost_usd) FILTER (WHERE status = 'lost'), 0) AS lost_usd,
+                   sum(reserved_usd) AS reserved_usd
+            FROM requests GROUP BY 1 ORDER BY 1;
+        CREATE VIEW lost_requests AS
+            SELECT request_key, request_id, shot_id, take, cost_usd, error_type, error_message,
+                   created_at, completed_at
+            FROM requests WHERE status = 'lost' ORDER BY completed_at;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -21,6 +21,8 @@ from typing import Any
 import fal_client
 import httpx
 
+from hailuo_pipeline.fal.hooks import add_request_hook
+
 
 class SubmitReplayRefused(Exception):
     """Raised in place of a replay. It is not an httpx error, so fal_client passes it straight up."""
@@ -60,11 +62,7 @@ async def submit_once(
     client: fal_client.AsyncClient, application: str, arguments: dict[str, Any], *, start_timeout: float
 ) -> fal_client.AsyncRequestHandle:
     """`client.submit`, minus the replays that could create a second paid job."""
-    # fal_client has no public hook: its httpx client is a cached property of each AsyncClient.
-    http: httpx.AsyncClient = await client._client
-    hooks = http.event_hooks
-    if _before_each_attempt not in hooks["request"]:
-        http.event_hooks = {**hooks, "request": [*hooks["request"], _before_each_attempt]}
+    await add_request_hook(client, _before_each_attempt)
     token = _current_submit.set(_Attempts())
     try:
         return await client.submit(application, arguments, start_timeout=start_timeout)

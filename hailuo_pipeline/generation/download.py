@@ -14,7 +14,9 @@ from hailuo_pipeline.video.probe import VideoProbe, VideoProbeError, probe_video
 
 
 class DownloadError(RuntimeError):
-    pass
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code  # the HTTP answer, when the server gave one
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ async def download_video(
     try:
         async with http.stream("GET", url) as response:
             if response.status_code != 200:
-                raise DownloadError(f"GET {url} answered {response.status_code}")
+                raise DownloadError(f"GET {url} answered {response.status_code}", response.status_code)
             announced = response.headers.get("content-length")
             with partial.open("wb") as handle:
                 async for chunk in response.aiter_bytes(1024 * 1024):

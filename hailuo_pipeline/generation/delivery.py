@@ -1,0 +1,94 @@
+"""Deliver a paid request: download its video (again, if need be), verify it, record it. Never resubmit
+for a download problem: the stored result URL is fetched again instead."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.rows import RequestRow, VideoRow
+from hailuo_pipeline.fal.resource import FalResource
+from hailuo_pipeline.generation.download import DownloadError, download_video
+from hailuo_pipeline.generation.errors import (
+    FIX_RESUMABLE,
+    PermanentShotFailure,
+    TransientShotFailure,
+    fix_for_lost,
+)
+from hailuo_pipeline.generation.log import RunLog
+from hailuo_pipeline.video.probe import problems_with
+
+GONE = (404, 410)
+
+
+class Delivery:
+    def __init__(
+        self, fal: FalResource, http: httpx.AsyncClient, ledger: RequestLedger, videos_dir: Path, log: RunLog
+    ) -> None:
+        self.fal = fal
+        self.http = http
+        self.ledger = ledger
+        self.videos_dir = videos_dir
+        self.log = log
+
+    async def deliver(self, row: RequestRow, video: dict[str, Any] | None) -> tuple[VideoRow, RequestRow]:
+        """`video` is the result's video entry, or None to use the result stored in the ledger.
+        Returns the recorded video and the request's final row."""
+        assert row.request_id is not None
+        if video is None:
+            video = ((await asyncio.to_thread(self.ledger.result_of, row.request_key)) or {}).get("video") or {}
+        url = video.get("url") or row.video_url
+        expected = video.get("file_size")
+        if not url:
+            raise TransientShotFailure(row.shot_id, "the ledger has no video URL for this request yet", FIX_RESUMABLE)
+        destination = self.videos_dir / row.shot_id / f"take{row.take:03d}-{row.request_id}.mp4"
+        last_error: DownloadError | None = None
+        for attempt in range(1, self.fal.download_attempts + 1):
+            try:
+                downloaded = await download_video(self.http, url, destination, expected)
+                break
+            except DownloadError as exc:
+                last_error = exc
+                self.log.warning(f"{row.shot_id}: download attempt {attempt} failed ({exc}); fetching again")
+                await asyncio.sleep(min(0.5 * attempt, 5))
+        else:
+            assert last_error is not None
+            if last_error.status_code in GONE:
+                message = f"fal's video for request {row.request_id} is gone ({last_error})"
+                await asyncio.to_thread(self.ledger.mark_lost, row.request_key, "video_gone", message)
+                raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))
+            raise TransientShotFailure(
+                row.shot_id,
+                f"the paid video of request {row.request_id} could not be downloaded ({last_error})",
+                "none needed: it stays in the ledger and the next attempt fetches it again, without a new request",
+            )
+        probe = downloaded.probe
+        mismatches = problems_with(probe, row.duration_seconds)
+        if mismatches:  # paid and kept; the videos_match_requests check reports it
+            self.log.warning(f"{row.shot_id}: delivered video does not match the request: {mismatches}")
+        recorded = await asyncio.to_thread(
+            self.ledger.record_video,
+            row.request_key,
+            VideoRow(
+                request_id=row.request_id,
+                request_key=row.request_key,
+                shot_id=row.shot_id,
+                path=str(downloaded.path),
+                sha256=downloaded.sha256,
+                bytes=downloaded.bytes,
+                width=probe.width,
+                height=probe.height,
+                fps=probe.fps,
+                frames=probe.frames,
+                duration_seconds=probe.duration_seconds,
+                source_url=url,
+            ),
+        )
+        self.log.info(
+            f"{row.shot_id}: fal request {row.request_id} delivered, verified and recorded at {downloaded.path}"
+        )
+        return recorded, await asyncio.to_thread(self.ledger.get, row.request_key)

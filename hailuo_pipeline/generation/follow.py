@@ -1,0 +1,207 @@
+"""Follow one paid request at fal until its result is stored: polls, the model's error, the result.
+
+Every outcome lands in the ledger before anything else happens: progress as it is seen, the result (the
+video URL) before any download, a refusal as a permanent failure, a result fal no longer has as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import fal_client
+import httpx
+
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.rows import RequestRow, Status
+from hailuo_pipeline.fal.hooks import counting_status_calls
+from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
+from hailuo_pipeline.fal.resource import FalResource
+from hailuo_pipeline.generation.errors import (
+    FIX_RESUMABLE,
+    FIX_TRANSIENT,
+    PermanentShotFailure,
+    TransientShotFailure,
+    describe_fal_detail,
+    failure_for_http,
+    fix_for_lost,
+    fix_for_refusal,
+    is_input_refusal,
+    is_permanent_error,
+)
+from hailuo_pipeline.generation.log import RunLog
+
+
+class RequestFollower:
+    """Shared by a batch's requests: the client, the settings and what finished requests teach."""
+
+    def __init__(self, fal: FalResource, client: fal_client.AsyncClient, ledger: RequestLedger, log: RunLog) -> None:
+        self.fal = fal
+        self.client = client
+        self.ledger = ledger
+        self.log = log
+        self.completion = CompletionEstimate()
+        self.detailed_logs = True
+
+    async def follow(self, row: RequestRow, submitted_at: float | None = None) -> tuple[dict[str, Any], int]:
+        """Poll politely until fal finishes, then store the result; returns the result's `video` entry
+        (url, file_size, ...) and the status calls fal saw, fal_client's replays included."""
+        assert row.request_id is not None
+        with counting_status_calls() as calls:
+            try:
+                return await self._follow(row, row.request_id, submitted_at), calls.count
+            finally:
+                await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count)
+
+    async def _follow(self, row: RequestRow, request_id: str, submitted_at: float | None) -> dict[str, Any]:
+        handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
+        shot_id = row.shot_id
+        errors, last_position, seen_logs = 0, None, 0
+        failing_since: float | None = None
+        schedule = PollSchedule(
+            self.fal.poll_interval_seconds,
+            self.fal.poll_backoff,
+            self.fal.max_poll_interval_seconds,
+            self.completion,
+            since=submitted_at,
+        )
+        recorded = row.status
+        while True:
+            try:
+                # one call includes fal_client's own quick retries; bound it as a whole
+                status = await asyncio.wait_for(handle.status(with_logs=True), timeout=self.fal.call_timeout_seconds)
+                errors, failing_since = 0, None
+            except fal_client.FalClientHTTPError as exc:
+                if exc.status_code == 404:
+                    await self._lost(row, "request_unknown", f"fal no longer knows request {request_id}")
+                if exc.status_code in (401, 402, 403):
+                    raise failure_for_http(
+                        shot_id, exc.status_code, None, exc.message, f"polling {request_id}"
+                    ) from exc
+                errors, failing_since = await self._poll_failed(row, exc, errors, failing_since)
+                await asyncio.sleep(schedule.next_wait())
+                continue
+            except (httpx.HTTPError, TimeoutError) as exc:
+                errors, failing_since = await self._poll_failed(row, exc, errors, failing_since)
+                await asyncio.sleep(schedule.next_wait())
+                continue
+            if isinstance(status, fal_client.Queued):
+                if status.position != last_position and self.detailed_logs:
+                    self.log.info(f"{shot_id}: in queue at position {status.position}")
+                last_position = status.position
+                if recorded in (Status.RESERVED, Status.SUBMITTED):
+                    await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_QUEUE)
+                    recorded = Status.IN_QUEUE
+            elif isinstance(status, fal_client.InProgress):
+                if recorded is not Status.IN_PROGRESS:
+                    await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_PROGRESS)
+                    recorded = Status.IN_PROGRESS
+                for entry in (status.logs or [])[seen_logs:] if self.detailed_logs else []:
+                    self.log.info(f"{shot_id}: {entry.get('message', entry)}")
+                seen_logs = max(seen_logs, len(status.logs or []))
+            elif isinstance(status, fal_client.Completed):
+                schedule.finished()
+                break
+            schedule.still_running()
+            await schedule.sleep()
+        if status.error:
+            await self._record_model_error(row, handle, status)
+        result = await self._fetch_result(row, handle)
+        video = result.get("video") if isinstance(result, dict) else None
+        if not isinstance(video, dict) or not video.get("url"):
+            message = f"fal completed request {request_id} but its result holds no video"
+            await asyncio.to_thread(
+                self.ledger.mark_failed, row.request_key, "no_media_generated", message, permanent=True
+            )
+            raise PermanentShotFailure(shot_id, message, fix_for_refusal("no_media_generated"))
+        inference = (status.metrics or {}).get("inference_time")
+        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video["url"], inference)
+        return video
+
+    async def _poll_failed(
+        self, row: RequestRow, exc: Exception, errors: int, failing_since: float | None
+    ) -> tuple[int, float]:
+        errors += 1
+        failing_since = failing_since or time.monotonic()
+        failing_for = time.monotonic() - failing_since
+        if errors >= self.fal.max_poll_errors or failing_for > self.fal.max_poll_error_seconds:
+            raise TransientShotFailure(
+                row.shot_id,
+                f"{errors} status polls of request {row.request_id} in a row failed over {failing_for:.0f} s "
+                f"({exc!r})",
+                FIX_RESUMABLE,
+            ) from exc
+        self.log.warning(f"{row.shot_id}: status poll failed ({exc!r}); trying again")
+        return errors, failing_since
+
+    async def _fetch_result(self, row: RequestRow, handle: fal_client.AsyncRequestHandle) -> Any:
+        for attempt in range(1, self.fal.max_poll_errors + 1):
+            try:
+                return await asyncio.wait_for(
+                    handle.get(interval=self.fal.poll_interval_seconds), timeout=self.fal.call_timeout_seconds
+                )
+            except fal_client.FalClientHTTPError as exc:
+                if exc.status_code == 404:
+                    await self._lost(
+                        row,
+                        "result_expired",
+                        f"fal's result for request {handle.request_id} expired before it was fetched "
+                        "(fal keeps results 1 h, 6 min when 10 KB or more)",
+                    )
+                if exc.status_code < 500 and exc.status_code != 429:
+                    raise failure_for_http(
+                        row.shot_id, exc.status_code, None, exc.message, f"fetching the result of {handle.request_id}"
+                    ) from exc
+                self.log.warning(f"{row.shot_id}: fetching the result failed ({exc.status_code}); trying again")
+            except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+                self.log.warning(f"{row.shot_id}: fetching the result failed ({exc!r}); trying again")
+            await asyncio.sleep(min(2.0**attempt, 10))
+        raise TransientShotFailure(
+            row.shot_id, f"the result of request {handle.request_id} could not be fetched", FIX_RESUMABLE
+        )
+
+    async def _record_model_error(
+        self, row: RequestRow, handle: fal_client.AsyncRequestHandle, status: fal_client.Completed
+    ) -> None:
+        """fal reports a failed job as COMPLETED with an error; its result URL holds the model's error."""
+        if status.error_type == "request_cancelled":
+            await asyncio.to_thread(self.ledger.mark_cancelled, row.request_key, str(status.error))
+            raise PermanentShotFailure(
+                row.shot_id, f"fal request {handle.request_id} was cancelled", "run the shot again to pay for it anew"
+            )
+        http_status, detail = None, status.error
+        try:
+            await asyncio.wait_for(
+                handle.get(interval=self.fal.poll_interval_seconds), timeout=self.fal.call_timeout_seconds
+            )
+        except fal_client.FalClientHTTPError as exc:
+            http_status, detail = exc.status_code, describe_fal_detail(exc.message)
+        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+            self.log.warning(f"{row.shot_id}: could not read the model's error ({exc!r})")
+        error_type = status.error_type or "model_error"
+        refusal = is_input_refusal(status.error_type, http_status)
+        await asyncio.to_thread(
+            self.ledger.mark_failed,
+            row.request_key,
+            error_type,
+            f"{status.error} ({error_type}; {detail})",
+            possibly_charged=http_status == 422,
+            permanent=refusal,
+        )
+        if refusal or is_permanent_error(status.error_type, http_status):
+            raise PermanentShotFailure(
+                row.shot_id,
+                f"fal refused request {handle.request_id}: {status.error} ({error_type}; {detail})",
+                fix_for_refusal(status.error_type),
+            )
+        raise TransientShotFailure(
+            row.shot_id,
+            f"fal request {handle.request_id} failed: {status.error} ({error_type}); a new attempt submits again",
+            FIX_TRANSIENT,
+        )
+
+    async def _lost(self, row: RequestRow, error_type: str, message: str) -> None:
+        await asyncio.to_thread(self.ledger.mark_lost, row.request_key, error_type, message)
+        raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))
+
