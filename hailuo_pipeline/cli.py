@@ -124,11 +124,12 @@ def _console_logger():
     @logger(description="hailuo's console: the pipeline's own log lines, without Dagster's events")
     def hailuo_console(_init_context) -> logging.Logger:
         console = logging.getLogger("hailuo.console")
-        if not console.handlers:
-            handler = logging.StreamHandler(sys.stdout)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-            handler.addFilter(PipelineLinesOnly())
-            console.addHandler(handler)
+        for old in list(console.handlers):  # one handler, on the current stdout
+            console.removeHandler(old)
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.addFilter(PipelineLinesOnly())
+        console.addHandler(handler)
         console.setLevel(logging.INFO)
         console.propagate = False
         return console
@@ -159,6 +160,8 @@ def materialize(
     from hailuo_pipeline.definitions import build_definitions
     from hailuo_pipeline.generation.planning import plan_shots
 
+    if not os.environ.get("FAL_KEY", "").strip():
+        raise SystemExit("error: FAL_KEY is not set; export your fal key (or run `hailuo demo` to try it offline)")
     instance = _instance()
     manifest = sync(instance)["manifest"]
     registered = instance.get_dynamic_partitions(shots_partitions.name)
@@ -181,7 +184,7 @@ def materialize(
         "retry_refused": retry_refused,
         "concurrency": concurrency,
     }
-    run_config = {"ops": {"hailuo_shots": {"config": config}}}
+    run_config = {"ops": {"hailuo_shots": {"config": config}}, "loggers": {"console": {}}}
     delivered: set[str] = set()
     failed: dict[str, dict[str, Any]] = {}
     run_ids = []

@@ -14,6 +14,7 @@ from hailuo_pipeline.assets.video import hailuo_shots, hailuo_video
 from hailuo_pipeline.automation.partitions import shots_partitions
 from hailuo_pipeline.automation.schedules import nightly_sweep
 from hailuo_pipeline.automation.sensors import orphaned_requests_sensor, shots_manifest_sensor
+from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
 from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
 
@@ -52,7 +53,9 @@ def build_definitions() -> Definitions:
                 submit_timeout_seconds=_env_float("HAILUO_FAL_SUBMIT_TIMEOUT_SECONDS", 30.0),
                 poll_interval_seconds=_env_float("HAILUO_FAL_POLL_INTERVAL_SECONDS", 1.0),
             ),
-            "catalog": CatalogResource(database=str(settings.catalog_path())),
+            "catalog": CatalogResource(
+                database=str(settings.catalog_path()), lease_seconds=_env_float("HAILUO_LEASE_SECONDS", LEASE_SECONDS)
+            ),
             "shots": ShotsResource(data_dir=str(settings.data_dir())),
             "budget": BudgetResource(
                 daily_usd=settings.budget_usd_from_env(settings.DAILY_BUDGET_ENV),

@@ -35,7 +35,6 @@ from hailuo_pipeline.fal.submit_once import SubmitReplayRefused, submit_once
 from hailuo_pipeline.generation.delivery import Delivery
 from hailuo_pipeline.generation.download import file_matches
 from hailuo_pipeline.generation.errors import (
-    FIX_TRANSIENT,
     PermanentShotFailure,
     ShotFailure,
     TransientShotFailure,
@@ -357,7 +356,9 @@ class ShotGenerator:
         except NOT_SENT as exc:
             await asyncio.to_thread(self.ledger.mark_failed, row.request_key, "not_sent", repr(exc))
             raise TransientShotFailure(
-                request.shot_id, f"could not reach fal ({exc!r}); nothing was submitted", FIX_TRANSIENT
+                request.shot_id,
+                f"could not reach fal ({exc!r}); nothing was submitted",
+                "check the network (and FAL_QUEUE_RUN_HOST, if set); nothing was paid, so running again is safe",
             ) from exc
         except (httpx.TransportError, SubmitReplayRefused) as exc:  # sent, no answer: fal may have a job
             await asyncio.to_thread(self.ledger.mark_ambiguous, row.request_key, f"submit got no answer: {exc!r}")
