@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore  # noqa: E402
 from hailuo_pipeline.catalog.ledger import RequestLedger  # noqa: E402
 from hailuo_pipeline.catalog.report import build_report  # noqa: E402
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, VideoRow  # noqa: E402
@@ -61,7 +62,7 @@ def timed(fn, repeat: int = 5) -> float:
 
 
 def complete_at_once(path: str, worker: int, count: int, start_at: float, results) -> None:
-    ledger = RequestLedger(Catalog(path))
+    ledger = RequestLedger(DuckDBLedgerStore(path))
     keys = []
     for i in range(count):
         request = NewRequest(f"burst-{worker}-{i}", f"burst-fp-{worker}-{i}", ENDPOINT_ID, {}, 6, "burst", None, "w")

@@ -155,8 +155,8 @@ def materialize(
 
     from hailuo_pipeline.automation.partitions import shots_partitions
     from hailuo_pipeline.automation.registration import plan_shot_runs, range_tags
+    from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
     from hailuo_pipeline.catalog.ledger import RequestLedger
-    from hailuo_pipeline.catalog.store import Catalog
     from hailuo_pipeline.definitions import build_definitions
     from hailuo_pipeline.generation.planning import plan_shots
 
@@ -168,7 +168,7 @@ def materialize(
     unknown = [s for s in shot_ids or [] if s not in registered]
     if unknown:
         raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
-    plan = plan_shots(registered, manifest, RequestLedger(Catalog(settings.catalog_path())).standings())
+    plan = plan_shots(registered, manifest, RequestLedger(DuckDBLedgerStore(settings.catalog_path())).standings())
     if shot_ids:
         targets = list(shot_ids)
         notes: list[str] = []

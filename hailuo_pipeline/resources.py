@@ -12,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
+from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.store import Catalog
@@ -62,7 +63,7 @@ class CatalogResource(DuckDBResource):
         return Catalog(self.database)
 
     def ledger(self) -> RequestLedger:
-        return RequestLedger(self.catalog(), lease_seconds=self.lease_seconds)
+        return RequestLedger(DuckDBLedgerStore(self.catalog()), lease_seconds=self.lease_seconds)
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:

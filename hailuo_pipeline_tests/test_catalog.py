@@ -12,6 +12,7 @@ from decimal import Decimal
 import duckdb
 import pytest
 
+from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.report import build_report
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status
@@ -111,7 +112,7 @@ def test_report_cli_formats(workspace, capsys):
 
 
 def _writer(path: str, worker: int, count: int) -> None:
-    ledger = RequestLedger(Catalog(path))
+    ledger = RequestLedger(DuckDBLedgerStore(path))
     for i in range(count):
         request = NewRequest(
             shot_id=f"w{worker}-{i}",
@@ -183,7 +184,7 @@ def test_exit_waits_for_a_close_already_under_way(tmp_path):
 
 
 def test_claim_reserves_then_resumes_by_id(tmp_path):
-    ledger = RequestLedger(Catalog(tmp_path / "c.duckdb"))
+    ledger = RequestLedger(DuckDBLedgerStore(tmp_path / "c.duckdb"))
     request = NewRequest("s", "fp", ENDPOINT_ID, {}, 10, "run", "s", "me")
     first = ledger.claim(request, Budget())
     assert first.kind == "submit" and first.row.price_usd == Decimal("0.32")

@@ -55,8 +55,7 @@ def nightly_sweep(
     remaining = None
     if limits.daily_usd is not None:
         remaining = limits.daily_usd - ledger.committed_today_usd()
-    with ledger.catalog.connect(read_only=True) as conn:
-        prices = {d: ledger.price_for(conn, ENDPOINT_ID, d)[1] for d in set(durations.values())}
+    prices = ledger.prices(ENDPOINT_ID, set(durations.values()))
     plan = plan_shots(candidates, manifest, ledger.standings())
     chosen = shots_to_sweep(plan, prices, durations, remaining)
     if not chosen:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import Budget, RequestRow, utcnow
 from hailuo_pipeline.catalog.store import Catalog
@@ -84,7 +85,7 @@ def build_report(catalog: Catalog, budget: Budget, today: date | None = None, da
             [days],
         ).df()
     summary = {name: _plain(value) for name, value in zip(names, row or (), strict=True)}
-    orphans = orphan_table(RequestLedger(catalog).orphans(), utcnow())
+    orphans = orphan_table(RequestLedger(DuckDBLedgerStore(catalog)).orphans(), utcnow())
     summary["orphans"] = len(orphans)
     summary["orphan_usd"] = round(float(orphans["usd"].sum()), 4) if len(orphans) else 0.0
     summary["orphan_oldest_age_seconds"] = float(orphans["age_seconds"].max()) if len(orphans) else None

@@ -1,0 +1,66 @@
+"""What the ledger needs from a database: one interface, one implementation per backend.
+
+Everything the ledger decides is computed in Python from rows read in the same transaction (see
+`ledger.py` and `decisions.py`); a backend only reads and writes rows. `transaction(decides=True)` marks a
+transaction that makes a money decision (a claim, a reservation against a budget): a backend whose
+transactions do not already serialise must serialise those (DuckDB's single writer does by itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from hailuo_pipeline.catalog.rows import RequestRow, Status, VideoRow
+
+
+class LedgerTransaction(Protocol):
+    def requests(
+        self,
+        *,
+        request_key: str | None = None,
+        fingerprint: str | None = None,
+        shot_id: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        completed_since: datetime | None = None,
+    ) -> list[RequestRow]:
+        """Matching rows, newest first (all of them when no filter is given)."""
+        ...
+
+    def insert_request(self, values: dict[str, Any]) -> None: ...
+
+    def update_request(self, request_key: str, values: dict[str, Any]) -> None: ...
+
+    def add_polls(self, request_key: str, polls: int) -> None: ...
+
+    def renew_leases(self, request_keys: Sequence[str], owner: str, now: datetime) -> None: ...
+
+    def release_leases(self, owner: str, statuses: Sequence[Status]) -> None: ...
+
+    def add_event(self, request_key: str, status: Status, at: datetime, detail: str | None) -> None: ...
+
+    def committed_usd(self, day: date) -> tuple[Decimal, Decimal]:
+        """Spent plus reserved: in all, and on one UTC day."""
+        ...
+
+    def price(self, endpoint: str, duration_seconds: int, day: date) -> tuple[str, Decimal] | None:
+        """The price in effect on `day`: its id and amount."""
+        ...
+
+    def video(self, *, request_key: str | None = None, request_id: str | None = None) -> VideoRow | None: ...
+
+    def insert_video(self, video: VideoRow, recorded_at: datetime) -> None: ...
+
+    def result(self, request_key: str) -> dict[str, Any] | None: ...
+
+
+class LedgerStore(Protocol):
+    def transaction(
+        self, *, read_only: bool = False, decides: bool = False
+    ) -> AbstractContextManager[LedgerTransaction]:
+        """One short transaction, committed when the block ends (rolled back on an error, or when
+        `read_only`)."""
+        ...

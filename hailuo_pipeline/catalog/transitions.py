@@ -1,0 +1,165 @@
+"""How a request's ledger row moves through its statuses, each move with its event: the transitions the
+generation code reports (submitted, progress, completed, failed, lost, delivered). What may be paid for is
+decided in `ledger.py`."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from hailuo_pipeline.catalog.decisions import LEASE_SECONDS, OwnerAlive, owner_alive
+from hailuo_pipeline.catalog.rows import ACTIVE, PAID, PROGRESS_ORDER, RequestRow, Status, VideoRow, utcnow
+from hailuo_pipeline.catalog.storage import LedgerStore, LedgerTransaction
+
+MESSAGE_CHARS = 4000
+
+
+def one_row(t: LedgerTransaction, request_key: str) -> RequestRow:
+    (row,) = t.requests(request_key=request_key)
+    return row
+
+
+class LedgerTransitions:
+    def __init__(
+        self, store: LedgerStore, lease_seconds: float = LEASE_SECONDS, alive: OwnerAlive = owner_alive
+    ) -> None:
+        self.store = store
+        self.lease_seconds = lease_seconds
+        self.alive = alive
+
+    # -- transitions -----------------------------------------------------------------------
+    def mark_submitted(self, request_key: str, request_id: str) -> None:
+        with self.store.transaction() as t:
+            values = {"request_id": request_id, "submitted_at": utcnow(), "status": Status.SUBMITTED}
+            self._change(t, one_row(t, request_key), values, f"fal request id {request_id}")
+
+    def mark_progress(self, request_key: str, status: Status, detail: str | None = None) -> None:
+        """Record in_queue / in_progress, only moving forward."""
+        with self.store.transaction() as t:
+            row = one_row(t, request_key)
+            if PROGRESS_ORDER.get(row.status, 99) < PROGRESS_ORDER[status]:
+                started = utcnow() if status is Status.IN_PROGRESS and row.started_at is None else row.started_at
+                self._change(t, row, {"status": status, "started_at": started}, detail)
+
+    def mark_completed(
+        self, request_key: str, result: dict[str, Any], video_url: str, inference_seconds: float | None
+    ) -> None:
+        """fal finished and billed: store the result before anything else can go wrong."""
+        with self.store.transaction() as t:
+            row = one_row(t, request_key)
+            if row.status not in ACTIVE or row.status is Status.COMPLETED:
+                return
+            now = utcnow()
+            started = row.started_at or now
+            values: dict[str, Any] = {
+                "status": Status.COMPLETED,
+                "result_json": result,
+                "video_url": video_url,
+                "completed_at": row.completed_at or now,
+                "started_at": started,
+                "queue_seconds": (started - row.submitted_at).total_seconds() if row.submitted_at else None,
+                "cost_usd": row.price_usd,
+                "reserved_usd": Decimal(0),
+            }
+            if inference_seconds is not None:
+                values["inference_seconds"] = inference_seconds
+            self._change(t, row, values, video_url)
+
+    def mark_failed(
+        self,
+        request_key: str,
+        error_type: str,
+        message: str,
+        *,
+        possibly_charged: bool = False,
+        permanent: bool = False,
+    ) -> None:
+        """`permanent`: fal refused these very inputs; later attempts with them are refused before any
+        request (decisions.decide_claim), unless the user insists."""
+        self._finish(request_key, Status.FAILED, error_type, message, possibly_charged, permanent)
+
+    def mark_cancelled(self, request_key: str, message: str) -> None:
+        self._finish(request_key, Status.CANCELLED, "cancelled", message, False, False)
+
+    def mark_lost(self, request_key: str, error_type: str, message: str) -> None:
+        """fal billed the request (or may have), and its result can no longer be fetched: the money is
+        spent and counted as lost, and no later attempt waits for this request again."""
+        with self.store.transaction() as t:
+            row = one_row(t, request_key)
+            if row.status in ACTIVE:
+                self._end(
+                    t, row, Status.LOST, error_type, message, {"possibly_charged": True, "cost_usd": row.price_usd}
+                )
+
+    def mark_ambiguous(self, request_key: str, message: str) -> None:
+        with self.store.transaction() as t:
+            self._transition(t, one_row(t, request_key), Status.AMBIGUOUS, message, possible_double_charge=True)
+
+    def _finish(
+        self,
+        request_key: str,
+        status: Status,
+        error_type: str,
+        message: str,
+        possibly_charged: bool,
+        permanent: bool,
+    ) -> None:
+        with self.store.transaction() as t:
+            row = one_row(t, request_key)
+            if row.status not in PAID:  # a paid request is never turned into a failure
+                extra = {"possibly_charged": possibly_charged, "permanent_failure": permanent, "cost_usd": Decimal(0)}
+                self._end(t, row, status, error_type, message, extra)
+
+    def _end(
+        self, t: LedgerTransaction, row: RequestRow, status: Status, error_type: str, message: str, extra: dict
+    ) -> None:
+        """A final status: no reservation held, no lease, the reason kept."""
+        values = {
+            "status": status,
+            "error_type": error_type,
+            "error_message": message[:MESSAGE_CHARS],
+            "completed_at": row.completed_at or utcnow(),
+            "reserved_usd": Decimal(0),
+            "owner": None,
+            **extra,
+        }
+        self._change(t, row, values, f"{error_type}: {message[:500]}")
+
+    def _transition(
+        self, t: LedgerTransaction, row: RequestRow, status: Status, message: str, *, possible_double_charge: bool
+    ) -> None:
+        values = {
+            "status": status,
+            "error_type": status.value,
+            "error_message": message,
+            "owner": None,
+            "possible_double_charge": row.possible_double_charge or possible_double_charge,
+        }
+        self._change(t, row, values, message)
+
+    def add_polls(self, request_key: str, polls: int) -> None:
+        if polls:
+            with self.store.transaction() as t:
+                t.add_polls(request_key, polls)
+
+    def record_video(self, request_key: str, video: VideoRow) -> VideoRow:
+        """Record a verified file; idempotent when two attempts deliver the same request."""
+        with self.store.transaction() as t:
+            now = utcnow()
+            existing = t.video(request_id=video.request_id)
+            if existing is None:
+                t.insert_video(video, now)
+            row = one_row(t, request_key)
+            if row.status is not Status.SUCCEEDED:  # a second delivery is not a new transition
+                wall = (now - row.created_at).total_seconds()
+                self._change(t, row, {"status": Status.SUCCEEDED, "owner": None, "wall_seconds": wall}, video.path)
+            return existing or video
+
+    @staticmethod
+    def _event(t: LedgerTransaction, request_key: str, status: Status, detail: str | None) -> None:
+        t.add_event(request_key, status, utcnow(), detail)
+
+    def _change(self, t: LedgerTransaction, row: RequestRow, values: dict[str, Any], detail: str | None) -> None:
+        """Write `values` to the row and record the transition (to its new status, or the same one)."""
+        t.update_request(row.request_key, values)
+        self._event(t, row.request_key, values.get("status", row.status), detail)
