@@ -137,8 +137,8 @@ def main() -> None:
     os.environ["HAILUO_DATA_DIR"] = str(root / "data")
     from dagster import DagsterInstance, materialize
 
-    from hailuo_pipeline.assets.report import cost_report
-    from hailuo_pipeline.definitions import build_definitions
+    from hailuo_pipeline.defs.assets.cost_report import cost_report
+    from hailuo_pipeline.defs.definitions import build_definitions
 
     resources = build_definitions().resources
     with DagsterInstance.ephemeral() as instance:

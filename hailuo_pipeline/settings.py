@@ -1,34 +1,78 @@
-"""Where the pipeline keeps its files, read from the environment when asked (never at import)."""
+"""Every setting the pipeline reads from the environment: read in one place, when asked (never at import),
+each default written once, here."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-DATA_DIR_ENV = "HAILUO_DATA_DIR"
+from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
+
+DEFAULT_CONCURRENCY = 16  # shots in flight at once in one step
+SHOTS_PER_RUN = 100  # shots per run when a backfill, the sensor or `hailuo materialize` splits a batch
+
+_ENVIRONMENT = {
+    "data_dir": "HAILUO_DATA_DIR",
+    "daily_budget_usd": "HAILUO_DAILY_BUDGET_USD",
+    "total_budget_usd": "HAILUO_TOTAL_BUDGET_USD",
+    "sweep_cron": "HAILUO_SWEEP_CRON",
+    "submit_timeout_seconds": "HAILUO_FAL_SUBMIT_TIMEOUT_SECONDS",
+    "poll_interval_seconds": "HAILUO_FAL_POLL_INTERVAL_SECONDS",
+    "retry_delay_seconds": "HAILUO_RETRY_DELAY_SECONDS",
+    "lease_seconds": "HAILUO_LEASE_SECONDS",
+}
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, "data")).expanduser().resolve()
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    daily_budget_usd: float | None = None  # no limit
+    total_budget_usd: float | None = None
+    sweep_cron: str = "0 3 * * *"
+    submit_timeout_seconds: float = 30.0
+    poll_interval_seconds: float = 1.0
+    retry_delay_seconds: float = 10.0
+    lease_seconds: float = LEASE_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Unset or empty variables keep the default; a value that does not parse names its variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(_ENVIRONMENT[field.name], "").strip()
+            if not raw:
+                continue
+            if field.name == "data_dir":
+                values[field.name] = Path(raw)
+            elif field.name == "sweep_cron":
+                values[field.name] = raw
+            else:
+                try:
+                    values[field.name] = float(raw)
+                except ValueError:
+                    raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} is not a number") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        return replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "shots.csv"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "videos"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "catalog.duckdb"
+
+    @property
+    def default_dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"
 
 
-def manifest_path() -> Path:
-    return data_dir() / "shots.csv"
-
-
-def videos_dir() -> Path:
-    return data_dir() / "videos"
-
-
-def catalog_path() -> Path:
-    return data_dir() / "catalog.duckdb"
-
-
-def budget_usd_from_env(name: str) -> float | None:
-    """HAILUO_DAILY_BUDGET_USD / HAILUO_TOTAL_BUDGET_USD; unset or empty means no limit."""
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else None
-
-
-DAILY_BUDGET_ENV = "HAILUO_DAILY_BUDGET_USD"
-TOTAL_BUDGET_ENV = "HAILUO_TOTAL_BUDGET_USD"
+class SettingError(ValueError):
+    """An environment variable holds a value that cannot be used."""

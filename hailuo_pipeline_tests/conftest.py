@@ -44,7 +44,7 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorState:
     """The emulator's state, reset, with short latency; tests add faults through `configure`."""
     state = emulator_server.state
     state.reset()
-    state.settings.latency = Latency(queue_seconds=0.2, inference_seconds=0.4, jitter_seconds=0.0)
+    state.config.latency = Latency(queue_seconds=0.2, inference_seconds=0.4, jitter_seconds=0.0)
     return state
 
 

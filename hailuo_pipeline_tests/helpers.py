@@ -45,8 +45,8 @@ def hailuo(args: list[str], env: dict[str, str], cwd: Path, *, stderr: int = sub
     )
 
 
-def reason(summary: dict[str, Any], shot_id: str) -> str:
+def reason(summary: Any, shot_id: str) -> str:
     """A failed shot's cause and fix as the command prints them; every failure must have both."""
-    failure = summary["failed"][shot_id]
-    assert failure["cause"] and failure["fix"], failure
-    return f"{failure['cause']}. Fix: {failure['fix']}"
+    failure = summary.failed[shot_id]
+    assert failure.cause and failure.fix, failure
+    return f"{failure.cause}. Fix: {failure.fix}"

@@ -10,18 +10,16 @@ from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sen
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from hailuo_pipeline.automation.schedules import nightly_sweep
-from hailuo_pipeline.automation.sensors import shots_manifest_sensor
-from hailuo_pipeline.cli import materialize
-from hailuo_pipeline.definitions import build_definitions
+from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
+from hailuo_pipeline.defs.definitions import build_definitions
+from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline_tests.helpers import query
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 
 def video_status(instance: DagsterInstance, shot_id: str) -> StaleStatus:
-    from hailuo_pipeline.assets.video import hailuo_shots
-
-    resolver = get_stale_status_resolver(instance, [hailuo_shots])
+    assets = build_definitions().get_assets_def(AssetKey("hailuo_video"))
+    resolver = get_stale_status_resolver(instance, [assets])
     return resolver.get_status(AssetKey("hailuo_video"), shot_id)
 
 
@@ -41,7 +39,7 @@ def test_prompt_edit_marks_the_video_stale_and_a_new_take_keeps_the_old(workspac
     assert video_status(instance, "s1") == StaleStatus.STALE
     assert emulator.stats()["submissions"] == 1  # an edit alone never pays
 
-    assert materialize(["s1"])["succeeded"] == ["s1"]
+    assert materialize(["s1"]).succeeded == ["s1"]
     assert video_status(instance, "s1") == StaleStatus.FRESH
     assert emulator.stats()["submissions"] == 2
     assert query(workspace, "SELECT take, status, cost_usd FROM requests ORDER BY take") == [
@@ -54,7 +52,7 @@ def test_prompt_edit_marks_the_video_stale_and_a_new_take_keeps_the_old(workspac
 def test_in_a_batch_run_an_edit_marks_only_that_shots_video_stale(workspace, emulator):
     write_shots(workspace, [{"shot_id": "s1", "prompt": "one"}, {"shot_id": "s2", "prompt": "two"}])
     summary = materialize()
-    assert summary["succeeded"] == ["s1", "s2"] and len(summary["run_ids"]) == 1  # one run, both shots
+    assert summary.succeeded == ["s1", "s2"] and len(summary.run_ids) == 1  # one run, both shots
     instance = DagsterInstance.get()
     assert [video_status(instance, s) for s in ("s1", "s2")] == [StaleStatus.FRESH, StaleStatus.FRESH]
 
@@ -108,7 +106,7 @@ def test_nightly_sweep_requests_missing_shots_within_the_daily_budget_not_refuse
         scheduled_execution_time=datetime(2026, 11, 29, 3, 0),
         resources=defs.resources,
     )
-    requests = list(nightly_sweep(context))
+    requests = list(build_definitions().get_schedule_def("nightly_sweep")(context))
     keys = [
         r.partition_key
         or r.tags["dagster/asset_partition_range_start"] + ".." + r.tags["dagster/asset_partition_range_end"]
@@ -129,5 +127,5 @@ def test_nightly_sweep_survives_an_invalid_duration(workspace):
         scheduled_execution_time=datetime(2026, 11, 29, 3, 0),
         resources=build_definitions().resources,
     )
-    requests = list(nightly_sweep(context))
+    requests = list(build_definitions().get_schedule_def("nightly_sweep")(context))
     assert sorted(r.partition_key for r in requests) == ["odd", "ok"]  # the invalid one in a run of its own

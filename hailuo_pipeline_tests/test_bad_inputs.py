@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hailuo_pipeline.cli import materialize
+from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 from hailuo_pipeline_tests.helpers import query, reason
 from hailuo_pipeline_tests.shots import make_image, write_shots
@@ -77,11 +77,11 @@ def test_every_bad_shot_is_refused_before_any_submission(workspace, emulator):
 
     summary = materialize()
 
-    assert summary["succeeded"] == ["good"]
+    assert summary.succeeded == ["good"]
     expected = {sid: words for sid, (_, words) in bad_images.items()} | {
         sid: words for sid, (_, words) in BAD_FIELDS.items()
     }
-    assert set(summary["failed"]) == set(expected)
+    assert set(summary.failed) == set(expected)
     for shot_id, words in expected.items():
         message = reason(summary, shot_id)  # named by its key, once; cause and fix both present
         assert words in message and f"shot '{shot_id}'" not in message, (shot_id, message)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import AssetKey, AssetPartitionStatus, DagsterInstance
 
-from hailuo_pipeline.automation.partitions import shots_partitions
-from hailuo_pipeline.cli import materialize
+from hailuo_pipeline.defs.headless import materialize
+from hailuo_pipeline.defs.partitions import shots_partitions
 from hailuo_pipeline_tests.helpers import query, reason
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -16,12 +16,12 @@ def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspa
         {"faults": {"job_errors": [{"error": "flagged", "error_type": "content_policy_violation", "status": 422}]}}
     )
     first = materialize(concurrency=1)  # one at a time: the first shot submitted (s1) gets the error
-    assert len(first["run_ids"]) == 1
-    assert first["succeeded"] == ["s2", "s3"]
-    assert list(first["failed"]) == ["s1"] and "content_policy_violation" in reason(first, "s1")
+    assert len(first.run_ids) == 1
+    assert first.succeeded == ["s2", "s3"]
+    assert list(first.failed) == ["s1"] and "content_policy_violation" in reason(first, "s1")
 
     instance = DagsterInstance.get()
-    run = instance.get_run_by_id(first["run_ids"][0])
+    run = instance.get_run_by_id(first.run_ids[0])
     assert run.is_failure
     materialized = instance.get_materialized_partitions(AssetKey("hailuo_video"))
     assert materialized == {"s2", "s3"}
@@ -34,11 +34,11 @@ def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspa
     assert instance.get_materialized_partitions(AssetKey("source_image")) == {"s1", "s2", "s3"}
 
     second = materialize()  # fal refused s1's inputs: a plain rerun says so and pays nothing
-    assert second["requested"] == [] and emulator.stats()["submissions"] == 3
-    assert any("refused by fal for these same inputs: s1" in note for note in second["notes"])
+    assert second.requested == [] and emulator.stats()["submissions"] == 3
+    assert any("refused by fal for these same inputs: s1" in note for note in second.notes)
 
     third = materialize(retry_refused=True)  # the user insists, for every refused shot
-    assert third["requested"] == ["s1"] and third["succeeded"] == ["s1"]
+    assert third.requested == ["s1"] and third.succeeded == ["s1"]
     assert emulator.stats()["submissions"] == 4
     assert query(workspace, "SELECT shot_id, count(*) FROM requests GROUP BY 1 ORDER BY 1") == [
         ("s1", 2),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from hailuo_pipeline.assets.checks import costs_match_price_table, videos_match_requests
 from hailuo_pipeline.catalog.store import Catalog
-from hailuo_pipeline.cli import materialize
-from hailuo_pipeline.resources import CatalogResource
+from hailuo_pipeline.defs.assets.checks import costs_match_price_table, videos_match_requests
+from hailuo_pipeline.defs.headless import materialize
+from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline_tests.helpers import query
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -43,13 +43,13 @@ def test_checks_pass_then_catch_a_damaged_video_and_a_wrong_charge(workspace, em
 def test_key_and_data_uris_stay_out_of_logs_and_catalog(workspace, emulator):
     write_shots(workspace, TWO)
     summary = materialize()
-    assert sorted(summary["succeeded"]) == ["a", "b"]
+    assert sorted(summary.succeeded) == ["a", "b"]
     rows = query(workspace, "SELECT arguments_json, coalesce(result_json, '') FROM requests")
     text = " ".join(" ".join(r) for r in rows)
     assert "data:" not in text and "base64" not in text and "test-key" not in text
     assert '"image_sha256"' in text
     instance = DagsterInstance.get()
-    for run_id in summary["run_ids"]:
+    for run_id in summary.run_ids:
         for entry in instance.all_logs(run_id):
             message = entry.user_message + str(entry.dagster_event.event_specific_data if entry.dagster_event else "")
             assert "base64," not in message and "test-key" not in message

@@ -8,8 +8,10 @@ import signal
 from decimal import Decimal
 
 import pytest
+from dagster import DagsterInstance
 
-from hailuo_pipeline.cli import materialize, sync
+from hailuo_pipeline.defs.headless import materialize, sync
+from hailuo_pipeline.settings import Settings
 from hailuo_pipeline_tests.helpers import hailuo, query, reason, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -23,7 +25,7 @@ def requests(data, columns="shot_id, status, cost_usd"):
 def test_429_and_ingress_storm_on_submit_is_replayed_to_one_job(workspace, emulator):
     write_shots(workspace, ONE)  # answered refusals create no job, so fal_client's replays stay allowed
     emulator.configure({"faults": {"http": {"submit": [429, 503, 429, 502]}}})
-    assert materialize()["succeeded"] == ["s1"]
+    assert materialize().succeeded == ["s1"]
     stats = emulator.stats()
     assert stats["submissions"] == 1 and stats["calls"]["submit"] == 5
     assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
@@ -32,7 +34,7 @@ def test_429_and_ingress_storm_on_submit_is_replayed_to_one_job(workspace, emula
 def test_5xx_on_status_polls(workspace, emulator):
     write_shots(workspace, ONE)
     emulator.configure({"faults": {"http": {"status": [503, 503, 500, 502, 500]}}})
-    assert materialize()["succeeded"] == ["s1"]
+    assert materialize().succeeded == ["s1"]
     assert emulator.stats()["submissions"] == 1
     assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
 
@@ -46,7 +48,7 @@ def test_transient_completed_with_error_is_retried_by_dagster(workspace, emulato
             }
         }
     )
-    assert materialize()["succeeded"] == ["s1"]
+    assert materialize().succeeded == ["s1"]
     assert emulator.stats()["submissions"] == 2
     assert requests(workspace, "status, cost_usd, error_type") == [
         ("failed", Decimal("0"), "runner_disconnected"),
@@ -72,7 +74,7 @@ def test_content_policy_failure_is_not_retried(workspace, emulator):
         }
     )
     summary = materialize()
-    assert summary["succeeded"] == []
+    assert summary.succeeded == []
     assert "content_policy_violation" in reason(summary, "s1")
     assert emulator.stats()["submissions"] == 1
     assert requests(workspace, "status, cost_usd, possibly_charged, error_type") == [
@@ -83,7 +85,7 @@ def test_content_policy_failure_is_not_retried(workspace, emulator):
 def test_truncated_download_is_fetched_again_not_resubmitted(workspace, emulator):
     write_shots(workspace, ONE)
     emulator.configure({"faults": {"truncate_downloads": 1}})
-    assert materialize()["succeeded"] == ["s1"]
+    assert materialize().succeeded == ["s1"]
     stats = emulator.stats()
     assert stats["submissions"] == 1 and stats["calls"]["download"] == 2
     ((size, path),) = query(workspace, "SELECT bytes, path FROM videos")
@@ -94,9 +96,9 @@ def test_budget_exhausted_mid_batch(workspace, emulator, monkeypatch):
     monkeypatch.setenv("HAILUO_TOTAL_BUDGET_USD", "0.40")
     write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(1, 4)])
     summary = materialize()
-    assert len(summary["succeeded"]) == 2
-    (refused,) = summary["failed"]
-    assert refused not in summary["succeeded"]
+    assert len(summary.succeeded) == 2
+    (refused,) = summary.failed
+    assert refused not in summary.succeeded
     assert "total budget $0.40 would be exceeded" in reason(summary, refused)
     assert "HAILUO_TOTAL_BUDGET_USD" in reason(summary, refused)  # the knob a CLI user has
     assert emulator.stats()["submissions"] == 2
@@ -126,7 +128,7 @@ def test_unanswered_submit_is_ambiguous_and_resubmitted_only_on_request(workspac
     assert "resubmit_ambiguous" in reason(second, "s1")
     assert emulator.stats()["submissions"] == 1
     third = materialize(["s1"], resubmit_ambiguous=True)
-    assert third["succeeded"] == ["s1"]
+    assert third.succeeded == ["s1"]
     assert emulator.stats()["submissions"] == 2
     assert requests(workspace, "status, possible_double_charge") == [("ambiguous", True), ("succeeded", True)]
 
@@ -149,7 +151,7 @@ def test_killed_mid_poll_then_run_again_pays_once(workspace, emulator, subproces
     child.wait(timeout=30)
     assert requests(workspace, "status") in ([("submitted",)], [("in_queue",)])
 
-    assert materialize(["s1"])["succeeded"] == ["s1"]
+    assert materialize(["s1"]).succeeded == ["s1"]
     assert emulator.stats()["submissions"] == 1
     assert requests(workspace) == [("s1", "succeeded", Decimal("0.19"))]
     assert query(workspace, "SELECT count(*) FROM videos") == [(1,)]
@@ -157,7 +159,7 @@ def test_killed_mid_poll_then_run_again_pays_once(workspace, emulator, subproces
 
 def test_same_shot_in_two_runs_started_together_submits_once(workspace, emulator, subprocess_env):
     write_shots(workspace, ONE)
-    sync(__import__("dagster").DagsterInstance.get())
+    sync(DagsterInstance.get(), Settings.from_env())
     emulator.configure({"latency": {"queue_seconds": 1.0, "inference_seconds": 0.5}})
     children = [hailuo(["materialize", "--shot", "s1"], subprocess_env, workspace.parent) for _ in range(2)]
     outputs = [child.communicate(timeout=180)[0] for child in children]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import AssetKey
 
-from hailuo_pipeline.definitions import build_definitions
+from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline_tests.helpers import REPO_ROOT
 
 

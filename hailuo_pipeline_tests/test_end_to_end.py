@@ -9,7 +9,7 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from hailuo_pipeline.catalog.store import Catalog
-from hailuo_pipeline.cli import materialize
+from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.video.probe import probe_video
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
@@ -27,7 +27,7 @@ def catalog(data: Path):
 def test_three_shots_end_to_end(workspace, emulator):
     write_shots(workspace, THREE_SHOTS)
     summary = materialize()
-    assert sorted(summary["succeeded"]) == ["s1", "s2", "s3"] and not summary["failed"]
+    assert sorted(summary.succeeded) == ["s1", "s2", "s3"] and not summary.failed
 
     with catalog(workspace) as db:
         requests = db.execute(
@@ -54,7 +54,7 @@ def test_three_shots_end_to_end(workspace, emulator):
     assert emulator.stats()["submissions"] == 3
 
     instance = DagsterInstance.get()
-    (run_id,) = summary["run_ids"]
+    (run_id,) = summary.run_ids
     checks = instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
     evaluations = [e.dagster_event.asset_check_evaluation_data for e in checks if e.dagster_event]
     assert {(c.check_name, c.passed) for c in evaluations} == {
@@ -82,7 +82,7 @@ def test_second_run_reuses_verified_videos_without_requests(workspace, emulator)
     write_shots(workspace, THREE_SHOTS)
     materialize()
     summary = materialize(["s1", "s2", "s3"])
-    assert sorted(summary["succeeded"]) == ["s1", "s2", "s3"]
+    assert sorted(summary.succeeded) == ["s1", "s2", "s3"]
     assert emulator.stats()["submissions"] == 3
     with catalog(workspace) as db:
         assert db.execute("SELECT count(*), sum(cost_usd) FROM requests").fetchone() == (3, Decimal("0.70"))
@@ -119,7 +119,7 @@ def test_two_shots_with_identical_inputs_are_two_videos(workspace, emulator):
         ],
     )
     make_image(workspace / "images" / "x.jpg")
-    assert sorted(materialize()["succeeded"]) == ["a", "b"]
+    assert sorted(materialize().succeeded) == ["a", "b"]
     assert emulator.stats()["submissions"] == 2
     with catalog(workspace) as db:
         assert db.execute("SELECT shot_id FROM videos ORDER BY 1").fetchall() == [("a",), ("b",)]

@@ -20,10 +20,10 @@ from dagster import (
     build_sensor_context,
 )
 
-from hailuo_pipeline.automation.schedules import nightly_sweep
-from hailuo_pipeline.automation.sensors import orphaned_requests_sensor
-from hailuo_pipeline.cli import materialize, report_text
-from hailuo_pipeline.definitions import build_definitions
+from hailuo_pipeline.cli import report_text
+from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor
+from hailuo_pipeline.defs.definitions import build_definitions
+from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline_tests.helpers import hailuo, query, reason, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -95,7 +95,8 @@ def test_the_nightly_sweep_resumes_orphans_first_and_free(workspace, emulator, s
         scheduled_execution_time=datetime(2026, 11, 30, 3, 0),
         resources=build_definitions().resources,
     )
-    (request,) = nightly_sweep(context)  # resuming costs nothing new, so the budget does not stop it
+    # resuming costs nothing new, so the budget does not stop it
+    (request,) = build_definitions().get_schedule_def("nightly_sweep")(context)
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
         "s1",
         "s2",
@@ -113,8 +114,8 @@ def test_an_orphan_whose_result_expired_is_money_lost_in_the_report_and_fails_th
     wait_for(lambda: all(j.phase(time.monotonic()) == "COMPLETED" for j in emulator.jobs.values()), what="fal")
 
     summary = materialize()
-    assert summary["succeeded"] == [] and "expired" in reason(summary, "s1")
-    assert "hailuo materialize --shot s1" in summary["failed"]["s1"]["fix"]
+    assert summary.succeeded == [] and "expired" in reason(summary, "s1")
+    assert "hailuo materialize --shot s1" in summary.failed["s1"].fix
     assert emulator.stats()["submissions"] == 1
     assert query(workspace, "SELECT status, cost_usd, reserved_usd, error_type FROM requests") == [
         ("lost", Decimal("0.19"), Decimal("0"), "result_expired")
@@ -122,7 +123,7 @@ def test_an_orphan_whose_result_expired_is_money_lost_in_the_report_and_fails_th
     text = report_text("table")
     assert "lost $0.19: 1 paid request(s)" in text
     instance = DagsterInstance.get()
-    checks = instance.all_logs(summary["run_ids"][0], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    checks = instance.all_logs(summary.run_ids[0], of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
     lost_check = next(
         e.dagster_event.asset_check_evaluation_data
         for e in checks
@@ -131,7 +132,7 @@ def test_an_orphan_whose_result_expired_is_money_lost_in_the_report_and_fails_th
     assert not lost_check.passed and lost_check.metadata["lost_usd"].value == 0.19
     # a lost shot is not paid for again by a plain run; it is listed with what to do
     again = materialize()
-    assert again["requested"] == [] and any("1 paid video(s) were lost" in n for n in again["notes"])
+    assert again.requested == [] and any("1 paid video(s) were lost" in n for n in again.notes)
 
 
 def test_the_report_shows_orphans_their_age_and_the_money_they_hold(workspace, emulator, subprocess_env):
@@ -151,7 +152,7 @@ def test_a_retry_resubmits_the_transient_shots_and_never_the_refused_one(workspa
 
     summary = materialize(concurrency=1)  # one at a time: s1 refused, s2 and s3 fail transiently
 
-    assert summary["succeeded"] == ["s2", "s3"]
+    assert summary.succeeded == ["s2", "s3"]
     assert "content_policy_violation" in reason(summary, "s1") and "--retry-refused" in reason(summary, "s1")
     by_prompt = emulator.stats()["submissions_by_prompt"]
     assert by_prompt == {"prompt s1": 1, "prompt s2": 2, "prompt s3": 2}  # the retry never resent s1
@@ -169,7 +170,7 @@ def test_a_retry_resubmits_the_transient_shots_and_never_the_refused_one(workspa
 def test_polls_are_counted_as_fal_sees_them(workspace, emulator):
     write_shots(workspace, [{"shot_id": "s1", "prompt": "p"}])
     emulator.configure({"faults": {"http": {"status": [503, 500]}}})  # fal_client replays these itself
-    assert materialize()["succeeded"] == ["s1"]
+    assert materialize().succeeded == ["s1"]
     assert query(workspace, "SELECT polls FROM requests") == [(emulator.stats()["calls"]["status"],)]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
-from hailuo_pipeline.automation.sensors import shots_manifest_sensor
-from hailuo_pipeline.definitions import build_definitions
+from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
+from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 

@@ -62,7 +62,7 @@ def _urls(request: Request, owner: str, alias: str, request_id: str) -> dict[str
 def build_app(state: EmulatorState) -> Starlette:
     def authorized(request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        return not state.settings.require_key or (header.startswith("Key ") and len(header) > 4)
+        return not state.config.require_key or (header.startswith("Key ") and len(header) > 4)
 
     def unauthorized() -> JSONResponse:
         return JSONResponse({"detail": "No credentials; send Authorization: Key <FAL_KEY>"}, status_code=401)
@@ -97,7 +97,7 @@ def build_app(state: EmulatorState) -> Starlette:
         owner, alias = endpoint.split("/")[:2]
         job = state.submit(endpoint, raw, body, image, duration)
         if state.take_counter_fault("hang_submits"):
-            await asyncio.sleep(state.settings.faults.hang_seconds)
+            await asyncio.sleep(state.config.faults.hang_seconds)
         answer = {
             "status": "IN_QUEUE",
             "request_id": job.request_id,
@@ -182,7 +182,7 @@ def build_app(state: EmulatorState) -> Starlette:
         data = job.render.result()
         if state.take_counter_fault("truncate_downloads"):
             data = data[: len(data) // 2]
-        rate = state.settings.faults.download_bytes_per_second
+        rate = state.config.faults.download_bytes_per_second
 
         async def chunks() -> AsyncIterator[bytes]:
             step = 64 * 1024
@@ -199,7 +199,7 @@ def build_app(state: EmulatorState) -> Starlette:
 
     async def configure(request: Request) -> Response:
         state.configure(await request.json())
-        return JSONResponse(state.stats()["settings"])
+        return JSONResponse(state.stats()["config"])
 
     async def reset(request: Request) -> Response:
         state.reset()

@@ -12,7 +12,7 @@ import trustme
 import uvicorn
 
 from hailuo_pipeline.emulator.app import build_app
-from hailuo_pipeline.emulator.state import EmulatorState, Settings
+from hailuo_pipeline.emulator.state import EmulatorConfig, EmulatorState
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,9 @@ def write_tls_files(directory: Path) -> TlsFiles:
 class EmulatorServer:
     """The fal-compatible emulator on 127.0.0.1; `env()` is what fal_client needs to reach it."""
 
-    def __init__(self, state_dir: Path, port: int = 0, settings: Settings | None = None) -> None:
+    def __init__(self, state_dir: Path, port: int = 0, config: EmulatorConfig | None = None) -> None:
         self.tls = write_tls_files(state_dir)
-        self.state = EmulatorState(settings)
+        self.state = EmulatorState(config)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", port))

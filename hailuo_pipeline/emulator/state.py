@@ -45,7 +45,7 @@ class Faults:
 
 
 @dataclass
-class Settings:
+class EmulatorConfig:
     latency: Latency = field(default_factory=Latency)
     faults: Faults = field(default_factory=Faults)
     result_ttl_seconds: float = limits.RESULT_TTL_SECONDS
@@ -160,8 +160,8 @@ def _image_problem(data: bytes) -> str | None:
 
 
 class EmulatorState:
-    def __init__(self, settings: Settings | None = None, render_workers: int = 2) -> None:
-        self.settings = settings or Settings()
+    def __init__(self, config: EmulatorConfig | None = None, render_workers: int = 2) -> None:
+        self.config = config or EmulatorConfig()
         self.jobs: dict[str, Job] = {}
         self.counters: Counter[str] = Counter()
         self.submissions_by_body: Counter[str] = Counter()
@@ -175,16 +175,16 @@ class EmulatorState:
     def configure(self, patch: dict[str, Any]) -> None:
         with self.lock:
             if "latency" in patch:
-                self.settings.latency = Latency(**{**asdict(self.settings.latency), **patch["latency"]})
+                self.config.latency = Latency(**{**asdict(self.config.latency), **patch["latency"]})
             if "faults" in patch:
-                self.settings.faults = Faults(**{**asdict(self.settings.faults), **patch["faults"]})
+                self.config.faults = Faults(**{**asdict(self.config.faults), **patch["faults"]})
             for key in ("result_ttl_seconds", "large_result_ttl_seconds", "require_key"):
                 if key in patch:
-                    setattr(self.settings, key, patch[key])
+                    setattr(self.config, key, patch[key])
 
     def reset(self) -> None:
         with self.lock:
-            self.settings = Settings(require_key=self.settings.require_key)
+            self.config = EmulatorConfig(require_key=self.config.require_key)
             self.jobs.clear()
             self.counters.clear()
             self.submissions_by_body.clear()
@@ -199,29 +199,29 @@ class EmulatorState:
                 "submissions_by_body": dict(self.submissions_by_body),
                 "submissions_by_prompt": dict(self.submissions_by_prompt),
                 "cancelled": list(self.cancelled),
-                "settings": asdict(self.settings),
+                "config": asdict(self.config),
             }
 
     def take_http_fault(self, endpoint: str) -> int | None:
         with self.lock:
             self.counters[endpoint] += 1
-            queue = self.settings.faults.http.get(endpoint)
+            queue = self.config.faults.http.get(endpoint)
             return queue.pop(0) if queue else None
 
     def take_counter_fault(self, name: str) -> bool:
         with self.lock:
-            remaining = getattr(self.settings.faults, name)
+            remaining = getattr(self.config.faults, name)
             if remaining > 0:
-                setattr(self.settings.faults, name, remaining - 1)
+                setattr(self.config.faults, name, remaining - 1)
                 return True
             return False
 
     # -- jobs ------------------------------------------------------------------------------
     def submit(self, endpoint: str, raw_body: bytes, body: dict[str, Any], image: bytes, duration: int) -> Job:
-        latency = self.settings.latency
+        latency = self.config.latency
         jitter = latency.jitter_seconds
         with self.lock:
-            error = self.settings.faults.job_errors.pop(0) if self.settings.faults.job_errors else None
+            error = self.config.faults.job_errors.pop(0) if self.config.faults.job_errors else None
             job = Job(
                 request_id=str(uuid.uuid4()),
                 endpoint=endpoint,
@@ -259,7 +259,7 @@ class EmulatorState:
     def result_ttl(self, job: Job) -> float:
         size = len(json.dumps(self.result_body(job, "https://x")))
         large = size >= limits.RESULT_LARGE_BYTES
-        return self.settings.large_result_ttl_seconds if large else self.settings.result_ttl_seconds
+        return self.config.large_result_ttl_seconds if large else self.config.result_ttl_seconds
 
     def result_body(self, job: Job, base_url: str) -> dict[str, Any]:
         video = job.render.result()

@@ -11,7 +11,7 @@ import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow, VideoRow
-from hailuo_pipeline.fal.resource import FalResource
+from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.generation.download import DownloadError, download_video
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
@@ -27,7 +27,7 @@ GONE = (404, 410)
 
 class Delivery:
     def __init__(
-        self, fal: FalResource, http: httpx.AsyncClient, ledger: RequestLedger, videos_dir: Path, log: RunLog
+        self, fal: FalSettings, http: httpx.AsyncClient, ledger: RequestLedger, videos_dir: Path, log: RunLog
     ) -> None:
         self.fal = fal
         self.http = http

@@ -15,9 +15,9 @@ import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow, Status
+from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import counting_status_calls
 from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
-from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
     FIX_TRANSIENT,
@@ -36,7 +36,7 @@ from hailuo_pipeline.generation.log import RunLog
 class RequestFollower:
     """Shared by a batch's requests: the client, the settings and what finished requests teach."""
 
-    def __init__(self, fal: FalResource, client: fal_client.AsyncClient, ledger: RequestLedger, log: RunLog) -> None:
+    def __init__(self, fal: FalSettings, client: fal_client.AsyncClient, ledger: RequestLedger, log: RunLog) -> None:
         self.fal = fal
         self.client = client
         self.ledger = ledger
@@ -128,8 +128,7 @@ class RequestFollower:
         if errors >= self.fal.max_poll_errors or failing_for > self.fal.max_poll_error_seconds:
             raise TransientShotFailure(
                 row.shot_id,
-                f"{errors} status polls of request {row.request_id} in a row failed over {failing_for:.0f} s "
-                f"({exc!r})",
+                f"{errors} status polls of request {row.request_id} in a row failed over {failing_for:.0f} s ({exc!r})",
                 FIX_RESUMABLE,
             ) from exc
         self.log.warning(f"{row.shot_id}: status poll failed ({exc!r}); trying again")
@@ -204,4 +203,3 @@ class RequestFollower:
     async def _lost(self, row: RequestRow, error_type: str, message: str) -> None:
         await asyncio.to_thread(self.ledger.mark_lost, row.request_key, error_type, message)
         raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))
-

@@ -18,6 +18,7 @@ from hailuo_pipeline.catalog.decisions import ShotStanding, ShotState
 from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.generation.errors import RESUBMIT_AMBIGUOUS, RETRY_REFUSED
 from hailuo_pipeline.shots.manifest import TRUE_WORDS, Manifest, Shot
+from hailuo_pipeline.shots.validation import quick_problem
 
 
 @dataclass
@@ -161,3 +162,32 @@ def _names(rows: dict[str, RequestRow], most: int = 10) -> str:
 
 def _usd(rows: Iterable[RequestRow]) -> Decimal:
     return sum((row.price_usd or Decimal(0) for row in rows), Decimal(0))
+
+
+def partition_ranges(ordered: list[str], selected: list[str], max_size: int) -> list[tuple[str, str]]:
+    """Split `selected` into contiguous ranges of the partition order, at most `max_size` long."""
+    wanted = set(selected)
+    ranges: list[tuple[str, str]] = []
+    start = end = None
+    size = 0
+    for key in ordered:
+        if key in wanted and start is not None and size < max_size:
+            end, size = key, size + 1
+            continue
+        if start is not None:
+            ranges.append((start, end))
+            start = end = None
+        if key in wanted:
+            start = end = key
+            size = 1
+    if start is not None:
+        ranges.append((start, end))
+    return ranges
+
+
+def plan_shot_runs(ordered: list[str], shot_ids: list[str], manifest: Manifest, max_size: int) -> list[tuple[str, str]]:
+    """Partition ranges for runs of inputs + video. A shot failing the cheap checks gets a run of its
+    own: it will be refused, and a batch's run then stays green for the good shots."""
+    doubtful = [s for s in shot_ids if s in manifest.shots and quick_problem(manifest.shots[s])]
+    good = [s for s in shot_ids if s not in doubtful]
+    return partition_ranges(ordered, good, max_size) + partition_ranges(ordered, doubtful, 1)

@@ -29,8 +29,8 @@ import httpx
 from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions, lease_expires_in
 from hailuo_pipeline.catalog.ledger import BudgetExceededError, Claim, NoPriceError, RequestLedger
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, RequestRow, Status, VideoRow, utcnow
+from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import watch_status_calls
-from hailuo_pipeline.fal.resource import FalResource
 from hailuo_pipeline.fal.submit_once import SubmitReplayRefused, submit_once
 from hailuo_pipeline.generation.delivery import Delivery
 from hailuo_pipeline.generation.download import file_matches
@@ -103,7 +103,7 @@ def ledger_arguments(request: ShotRequest) -> dict[str, Any]:
 class ShotGenerator:
     def __init__(
         self,
-        fal: FalResource,
+        fal: FalSettings,
         ledger: RequestLedger,
         videos_dir: Path,
         log: RunLog,

@@ -1,4 +1,5 @@
-"""The manifest sensor: new rows become partitions and runs; an unchanged manifest costs one hash."""
+"""Sensors: the manifest's new rows become partitions and runs (an unchanged manifest costs one hash), and
+paid requests that no run follows any more are resumed by id."""
 
 import hashlib
 
@@ -10,16 +11,14 @@ from dagster import (
     sensor,
 )
 
-from hailuo_pipeline.assets.inputs import prompt, source_image
-from hailuo_pipeline.assets.video import hailuo_video
-from hailuo_pipeline.automation.partitions import SHOTS_PER_RUN, shots_partitions
-from hailuo_pipeline.automation.registration import (
-    partition_ranges,
-    plan_shot_runs,
-    range_run_requests,
-    record_shots,
-)
-from hailuo_pipeline.resources import CatalogResource, ShotsResource
+from hailuo_pipeline.catalog.registry import record_shots
+from hailuo_pipeline.defs.assets.inputs import prompt, source_image
+from hailuo_pipeline.defs.assets.shots import hailuo_video
+from hailuo_pipeline.defs.automation.run_requests import range_run_requests
+from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
+from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs
+from hailuo_pipeline.settings import SHOTS_PER_RUN
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
 SHOT_ASSETS = [source_image.key, prompt.key, hailuo_video.key]

@@ -1,11 +1,11 @@
 """source_image and prompt: a shot's validated inputs, versioned by their content. They are materialized
-by the same step as the video (assets/video.py), each shot's as soon as it passes validation."""
+by the same step as the video (assets/shots.py), each shot's as soon as it passes validation."""
 
 import hashlib
 
 from dagster import AssetSpec, MetadataValue
 
-from hailuo_pipeline.automation.partitions import shots_partitions
+from hailuo_pipeline.defs.partitions import shots_partitions
 from hailuo_pipeline.shots.validation import ShotRequest
 
 SHOT_INPUT: dict = {

@@ -6,12 +6,13 @@ wait at fal. Two steps would make the whole batch's validation and bookkeeping w
 request (measured: about 7 s for 200 shots, see docs/benchmarks.md)."""
 
 import asyncio
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from dagster import (
+    AssetCheckResult,
     AssetExecutionContext,
+    AssetsDefinition,
     AssetSpec,
     Backoff,
     Config,
@@ -24,7 +25,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from hailuo_pipeline.assets.checks import (
+from hailuo_pipeline.defs.assets.checks import (
     COSTS_MATCH_PRICE_TABLE,
     NO_PAID_VIDEO_LOST,
     VIDEO_CHECKS,
@@ -33,24 +34,22 @@ from hailuo_pipeline.assets.checks import (
     no_paid_video_lost,
     videos_match_requests,
 )
-from hailuo_pipeline.assets.events import InstanceWriter, shots_failure
-from hailuo_pipeline.assets.inputs import image_metadata, prompt, prompt_metadata, source_image
-from hailuo_pipeline.automation.partitions import shots_backfill_policy, shots_partitions
-from hailuo_pipeline.fal.resource import FalResource
+from hailuo_pipeline.defs.assets.events import InstanceWriter, shots_failure
+from hailuo_pipeline.defs.assets.inputs import image_metadata, prompt, prompt_metadata, source_image
+from hailuo_pipeline.defs.partitions import shots_backfill_policy, shots_partitions
+from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
 from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
 from hailuo_pipeline.generation.runner import GenerationOptions, ShotGenerator, ShotOutcome
-from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
+from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
 
-# Dagster's retries sit on top of fal_client's own (at most 10 quick HTTP attempts per call), so the
-# total stays bounded: 3 step retries, 10 s growing to 40 s apart, each resuming rather than repaying.
-VIDEO_RETRY_POLICY = RetryPolicy(
-    max_retries=3,
-    delay=float(os.environ.get("HAILUO_RETRY_DELAY_SECONDS", "10")),
-    backoff=Backoff.EXPONENTIAL,
-    jitter=Jitter.PLUS_MINUS,
-)
+
+def video_retry_policy(delay_seconds: float) -> RetryPolicy:
+    """Dagster's retries sit on top of fal_client's own (at most 10 quick HTTP attempts per call), so the
+    total stays bounded: 3 step retries, 10 s growing to 40 s apart by default, each resuming rather than
+    repaying, and refusing what fal refused before."""
+    return RetryPolicy(max_retries=3, delay=delay_seconds, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
 class ShotsConfig(Config):
@@ -70,7 +69,7 @@ class ShotsConfig(Config):
         default=False,
         description="Only deliver paid requests left behind by earlier runs (by their fal id); never submit",
     )
-    concurrency: int = Field(default=16, description="Shots in flight at once within this step")
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, description="Shots in flight at once within this step")
 
 
 def shot_metadata(outcome: ShotOutcome) -> dict:
@@ -114,25 +113,39 @@ hailuo_video = AssetSpec(
 )
 
 
-@multi_asset(
-    name="hailuo_shots",
-    specs=[source_image, prompt, hailuo_video],
-    check_specs=VIDEO_CHECKS,
-    can_subset=True,
-    partitions_def=shots_partitions,
-    backfill_policy=shots_backfill_policy,
-    retry_policy=VIDEO_RETRY_POLICY,
-    pool="fal",
-    description="Validate each shot, then pay for its video once: many shots per run, each its own partition.",
-)
-def hailuo_shots(
+def build_hailuo_shots(retry_delay_seconds: float) -> AssetsDefinition:
+    @multi_asset(
+        name="hailuo_shots",
+        specs=[source_image, prompt, hailuo_video],
+        check_specs=VIDEO_CHECKS,
+        can_subset=True,
+        partitions_def=shots_partitions,
+        backfill_policy=shots_backfill_policy,
+        retry_policy=video_retry_policy(retry_delay_seconds),
+        pool="fal",
+        description="Validate each shot, then pay for its video once: many shots per run, each its own partition.",
+    )
+    def hailuo_shots(
+        context: AssetExecutionContext,
+        config: ShotsConfig,
+        fal: FalResource,
+        catalog: CatalogResource,
+        shots: ShotsResource,
+        budget: BudgetResource,
+    ):
+        yield from make_shots(context, config, fal, catalog, shots, budget)
+
+    return hailuo_shots
+
+
+def make_shots(
     context: AssetExecutionContext,
     config: ShotsConfig,
     fal: FalResource,
     catalog: CatalogResource,
     shots: ShotsResource,
     budget: BudgetResource,
-):
+) -> Iterator[AssetCheckResult]:
     selected = context.selected_asset_keys
     keys = list(context.partition_keys) if selected else []
     found, missing = shots.select(keys)
@@ -159,7 +172,7 @@ def hailuo_shots(
 
     if hailuo_video.key in selected:
         generator = ShotGenerator(
-            fal,
+            fal.settings(),
             catalog.ledger(),
             shots.videos_dir,
             writes,

@@ -11,9 +11,9 @@ from dagster import (
     asset,
 )
 
-from hailuo_pipeline.assets.video import hailuo_video
 from hailuo_pipeline.catalog.report import build_report
-from hailuo_pipeline.resources import BudgetResource, CatalogResource
+from hailuo_pipeline.defs.assets.shots import hailuo_video
+from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource
 
 
 def dagster_table(frame: pd.DataFrame) -> MetadataValue:

@@ -1,18 +1,23 @@
 """The nightly sweep: orphaned requests, then missing and failed shots, as many as the daily budget affords."""
 
-import os
 from decimal import Decimal
 
-from dagster import DefaultScheduleStatus, ScheduleEvaluationContext, SkipReason, schedule
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
 
-from hailuo_pipeline.automation.partitions import SHOTS_PER_RUN, shots_partitions
-from hailuo_pipeline.automation.registration import plan_shot_runs, range_run_requests
-from hailuo_pipeline.automation.sensors import SHOT_ASSETS
-from hailuo_pipeline.generation.planning import ShotPlan, plan_shots
+from hailuo_pipeline.defs.automation.run_requests import range_run_requests
+from hailuo_pipeline.defs.automation.sensors import SHOT_ASSETS
+from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
+from hailuo_pipeline.generation.planning import ShotPlan, plan_shot_runs, plan_shots
 from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS, ENDPOINT_ID
-from hailuo_pipeline.resources import BudgetResource, CatalogResource, ShotsResource
-
-SWEEP_CRON = os.environ.get("HAILUO_SWEEP_CRON", "0 3 * * *")
+from hailuo_pipeline.settings import SHOTS_PER_RUN
 
 
 def shots_to_sweep(
@@ -31,16 +36,25 @@ def shots_to_sweep(
     return chosen
 
 
-@schedule(
-    cron_schedule=SWEEP_CRON,
-    target=SHOT_ASSETS,
-    default_status=DefaultScheduleStatus.STOPPED,
-    description="Resumes orphaned requests, then sweeps missing and failed shots within the daily budget "
-    "(cron: HAILUO_SWEEP_CRON).",
-)
-def nightly_sweep(
+def build_nightly_sweep(cron: str) -> ScheduleDefinition:
+    @schedule(
+        cron_schedule=cron,
+        target=SHOT_ASSETS,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Resumes orphaned requests, then sweeps missing and failed shots within the daily budget "
+        "(cron: HAILUO_SWEEP_CRON).",
+    )
+    def nightly_sweep(
+        context: ScheduleEvaluationContext, shots: ShotsResource, catalog: CatalogResource, budget: BudgetResource
+    ):
+        return sweep(context, shots, catalog, budget)
+
+    return nightly_sweep
+
+
+def sweep(
     context: ScheduleEvaluationContext, shots: ShotsResource, catalog: CatalogResource, budget: BudgetResource
-):
+) -> SkipReason | list[RunRequest]:
     manifest = shots.manifest()
     registered = context.instance.get_dynamic_partitions(shots_partitions.name)
     candidates = [s for s in registered if s in manifest.shots]

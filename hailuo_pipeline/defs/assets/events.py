@@ -16,18 +16,19 @@ from dagster import (
     Failure,
     MetadataValue,
 )
-from dagster._core.definitions.data_version import (
+
+from hailuo_pipeline.defs.compat import (
     CODE_VERSION_TAG,
     DATA_VERSION_IS_USER_PROVIDED_TAG,
     DATA_VERSION_TAG,
     DEFAULT_DATA_VERSION,
     NULL_EVENT_POINTER,
+    AssetMaterializationPlannedData,
+    DagsterEvent,
     compute_logical_data_version,
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
-from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
-
 from hailuo_pipeline.generation.errors import ShotFailure
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
 from hailuo_pipeline.catalog.rows import utcnow
-from hailuo_pipeline.resources import CatalogResource
+from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_with
 
 MAX_LISTED = 20

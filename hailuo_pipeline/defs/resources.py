@@ -1,4 +1,5 @@
-"""Dagster resources for the files and money the pipeline manages (the fal client is in fal/)."""
+"""Dagster resources: fal, the shots' data directory, the catalog and the budget. Each hands the core
+plain objects (FalSettings, a RequestLedger, a Budget), so the core never sees Dagster."""
 
 from __future__ import annotations
 
@@ -16,7 +17,32 @@ from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.store import Catalog
+from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
+
+_FAL_DEFAULTS = FalSettings(key="")
+
+
+class FalResource(ConfigurableResource):
+    """fal's queue API through fal_client; see `fal/config.py` for what the pipeline does with it."""
+
+    key: str = Field(description="fal API key; set from EnvVar('FAL_KEY'). Never logged or stored.")
+    endpoint_id: str = Field(default=_FAL_DEFAULTS.endpoint_id, description="fal endpoint id of the model")
+    submit_timeout_seconds: float = Field(
+        default=_FAL_DEFAULTS.submit_timeout_seconds,
+        description="How long to wait for fal to answer a submit (longer: ambiguous, never replayed)",
+    )
+    poll_interval_seconds: float = Field(
+        default=_FAL_DEFAULTS.poll_interval_seconds, description="First wait between status polls"
+    )
+
+    def settings(self) -> FalSettings:
+        return FalSettings(
+            key=self.key,
+            endpoint_id=self.endpoint_id,
+            submit_timeout_seconds=self.submit_timeout_seconds,
+            poll_interval_seconds=self.poll_interval_seconds,
+        )
 
 
 class ShotsResource(ConfigurableResource):

@@ -1,0 +1,1 @@
+"""The Dagster wing: the only package that imports Dagster."""

@@ -1,0 +1,38 @@
+"""The Dagster code location. A classic `Definitions` object (not `defs/` autoloading): the package is
+small, and one explicit file makes every asset, check, resource and automation visible at a glance."""
+
+from __future__ import annotations
+
+from dagster import Definitions, EnvVar
+
+from hailuo_pipeline.defs.assets.cost_report import cost_report
+from hailuo_pipeline.defs.assets.shots import build_hailuo_shots
+from hailuo_pipeline.defs.automation.schedules import build_nightly_sweep
+from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor, shots_manifest_sensor
+from hailuo_pipeline.defs.jobs import JOBS
+from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
+from hailuo_pipeline.settings import Settings
+
+
+def build_definitions(settings: Settings | None = None) -> Definitions:
+    """Settings are read from the environment now (not at import), so tests and the CLI can choose first."""
+    settings = settings or Settings.from_env()
+    return Definitions(
+        assets=[build_hailuo_shots(settings.retry_delay_seconds), cost_report],
+        jobs=JOBS,
+        sensors=[shots_manifest_sensor, orphaned_requests_sensor],
+        schedules=[build_nightly_sweep(settings.sweep_cron)],
+        resources={
+            "fal": FalResource(
+                key=EnvVar("FAL_KEY"),
+                submit_timeout_seconds=settings.submit_timeout_seconds,
+                poll_interval_seconds=settings.poll_interval_seconds,
+            ),
+            "catalog": CatalogResource(database=str(settings.catalog_path), lease_seconds=settings.lease_seconds),
+            "shots": ShotsResource(data_dir=str(settings.data_dir)),
+            "budget": BudgetResource(daily_usd=settings.daily_budget_usd, total_usd=settings.total_budget_usd),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,207 @@
+"""The headless API: what `hailuo sync` and `hailuo materialize` do, callable from Python and tests.
+
+Runs go through the Dagster instance in DAGSTER_HOME (so they show in the UI), many shots per run, the
+way the sensor plans them. Results are typed: each shot's outcome with its cause and fix."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterEventType, DagsterInstance, logger
+
+from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.registry import record_shots
+from hailuo_pipeline.catalog.store import Catalog
+from hailuo_pipeline.defs.automation.run_requests import range_tags
+from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
+from hailuo_pipeline.defs.definitions import build_definitions
+from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots
+from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
+from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    manifest: Manifest
+    new: list[str]  # shots registered as partitions now
+    changed: list[str]  # registered shots whose row changed
+    errors: list[RowError]  # rows skipped, each naming its line
+
+
+@dataclass(frozen=True)
+class ShotReason:
+    cause: str
+    fix: str
+    retryable: bool = False
+
+
+@dataclass
+class MaterializeSummary:
+    requested: list[str]
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, ShotReason] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was done and left alone, said before the runs
+
+
+def instance(settings: Settings) -> DagsterInstance:
+    """The instance in DAGSTER_HOME; without one, a new instance under the data directory."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(settings.default_dagster_home)
+        print(f"DAGSTER_HOME is not set; using {settings.default_dagster_home}", file=sys.stderr)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # the `fal` pool bounds simultaneous fal steps across runs; tune with `dagster instance concurrency set`.
+        # The instance hailuo creates for itself opts out of Dagster's usage statistics (its notice would
+        # otherwise interrupt the command's output); say so in the file, where Dagster documents the switch.
+        config.write_text(
+            "concurrency:\n  pools:\n    default_limit: 4\n"
+            "# created by `hailuo`; set enabled: true to send Dagster usage statistics\n"
+            "telemetry:\n  enabled: false\n"
+        )
+    return DagsterInstance.get()
+
+
+def sync(dagster: DagsterInstance, settings: Settings) -> SyncResult:
+    """Register the manifest's shots as partitions and in the catalog; raises ManifestError."""
+    manifest = read_manifest(settings.manifest_path)
+    existing = dagster.get_dynamic_partitions(shots_partitions.name)
+    plan = record_shots(Catalog(settings.catalog_path), manifest, set(existing))
+    if plan.new:
+        dagster.add_dynamic_partitions(shots_partitions.name, plan.new)
+    return SyncResult(manifest, plan.new, plan.changed, manifest.errors)
+
+
+def materialize(
+    shot_ids: list[str] | None = None,
+    *,
+    new_take: bool = False,
+    resubmit_ambiguous: bool = False,
+    retry_refused: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    shots_per_run: int = SHOTS_PER_RUN,
+    say: Callable[[str], object] = lambda _line: None,
+) -> MaterializeSummary:
+    """Resume what earlier runs left behind, then validate and generate the pending (or the named) shots.
+    `say` hears what will be done and left alone before the runs start."""
+    if not os.environ.get("FAL_KEY", "").strip():
+        raise SystemExit("error: FAL_KEY is not set; export your fal key (or run `hailuo demo` to try it offline)")
+    settings = Settings.from_env()
+    dagster = instance(settings)
+    manifest = sync(dagster, settings).manifest
+    registered = dagster.get_dynamic_partitions(shots_partitions.name)
+    unknown = [s for s in shot_ids or [] if s not in registered]
+    if unknown:
+        raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
+    ledger = RequestLedger(DuckDBLedgerStore(settings.catalog_path), lease_seconds=settings.lease_seconds)
+    plan = plan_shots(registered, manifest, ledger.standings())
+    asked = {"resubmit_ambiguous": resubmit_ambiguous, "retry_refused": retry_refused}
+    summary = MaterializeSummary(requested=list(shot_ids or plan.targets(**asked)))
+    if not shot_ids:
+        summary.notes = plan.notes(**asked)
+    for note in summary.notes:
+        say(note)
+    job = build_definitions(settings).resolve_job_def("generate_shots").with_logger_defs({"console": console()})
+    config = {
+        "new_take": new_take,
+        "resubmit_ambiguous": resubmit_ambiguous,
+        "retry_refused": retry_refused,
+        "concurrency": concurrency,
+    }
+    run_config = {"ops": {"hailuo_shots": {"config": config}}, "loggers": {"console": {}}}
+    delivered: set[str] = set()
+    wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
+    for start, end in plan_shot_runs(registered, summary.requested, manifest, shots_per_run):
+        kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": range_tags(start, end)}
+        with one_planned_event_per_range():
+            result = job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False, **kwargs)
+        summary.run_ids.append(result.run_id)
+        # read from the instance: each shot's materialization is stored as it is delivered, also when a
+        # later shot fails the step; the last failure of a retried step holds each failed shot's reason
+        for record in dagster.all_logs(result.run_id, of_type=wanted):
+            event = record.dagster_event
+            if event is None:
+                continue
+            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = event.step_materialization_data.materialization
+                if materialization.asset_key.to_user_string() == "hailuo_video":
+                    delivered.add(materialization.partition)
+            else:
+                summary.failed.update(failed_shots(event.step_failure_data, summary.requested))
+    summary.succeeded = [s for s in summary.requested if s in delivered]
+    for shot in summary.requested:  # a shot a retry delivered is no longer failed
+        if shot in delivered:
+            summary.failed.pop(shot, None)
+        else:
+            summary.failed.setdefault(
+                shot, ShotReason("its run stopped before the shot was tried", "run `hailuo materialize` again")
+            )
+    return summary
+
+
+def failed_shots(failure: Any, targets: list[str]) -> dict[str, ShotReason]:
+    """Each failed shot's cause and fix, from the step failure's structured metadata; a failure of the
+    step itself (no such metadata) is every target's reason."""
+    data = failure.user_failure_data
+    shots = data.metadata.get("shots") if data is not None else None
+    if shots is not None:
+        return {shot: ShotReason(**reason) for shot, reason in shots.value.items()}
+    message = failure.error.message.strip() if failure.error else "the step failed"
+    return {s: ShotReason(message, "see the run's log in Dagster") for s in targets}
+
+
+@contextmanager
+def one_planned_event_per_range() -> Iterator[None]:
+    """Create runs with one "materialization planned" event per asset for the run's range, instead of one
+    per shot and asset (600 SQLite writes, about 4.5 s, for 200 shots before the first request). Dagster
+    then cannot mark failed shots itself; the step plans those individually (InstanceWriter.mark_failed).
+    A value set in the environment is left as it is."""
+    name = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        del os.environ[name]
+
+
+def console():
+    """The `hailuo` command's console: the pipeline's own lines, timestamped. Dagster's events (step
+    failures with their stack traces among them) stay in the instance's event log; the command prints
+    each failed shot's cause and fix itself."""
+
+    class PipelineLinesOnly(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            meta = getattr(record, LOG_RECORD_METADATA_ATTR, None) or {}
+            if meta.get("dagster_event") is not None:
+                return False
+            record.msg, record.args = meta.get("orig_message", record.getMessage()), ()
+            return True
+
+    @logger(description="hailuo's console: the pipeline's own log lines, without Dagster's events")
+    def hailuo_console(_init_context) -> logging.Logger:
+        lines = logging.getLogger("hailuo.console")
+        for old in list(lines.handlers):  # one handler, on the current stdout
+            lines.removeHandler(old)
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        handler.addFilter(PipelineLinesOnly())
+        lines.addHandler(handler)
+        lines.setLevel(logging.INFO)
+        lines.propagate = False
+        return lines
+
+    return hailuo_console

@@ -1,0 +1,48 @@
+"""How the pipeline uses fal_client for a paid, slow, failure-prone queue: plain settings and the client.
+
+fal_client reads FAL_QUEUE_RUN_HOST (at import) and SSL_CERT_FILE from the environment, so the same
+settings reach fal, a corporate proxy or the emulator; only the host and key differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fal_client
+
+from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline.shots.validation import ImageInput, ShotRequest
+
+
+@dataclass(frozen=True)
+class FalSettings:
+    key: str  # never logged or stored
+    endpoint_id: str = ENDPOINT_ID
+    # How long to wait for fal to answer a submit. Sent as start_timeout too, which stops fal_client from
+    # silently replaying a submit whose answer timed out (a possible second paid job).
+    submit_timeout_seconds: float = 30.0
+    poll_interval_seconds: float = 1.0  # first wait between status polls
+    max_poll_interval_seconds: float = 5.0  # polls back off up to this wait
+    poll_backoff: float = 1.25
+    # status polls failing this many times in a row (after fal_client's own retries), or for this long,
+    # fail the step attempt (resumably) for Dagster to retry
+    max_poll_errors: int = 6
+    max_poll_error_seconds: float = 120.0
+    call_timeout_seconds: float = 90.0  # bound on one status or result call, fal_client's retries included
+    inline_image_max_bytes: int = 10 * 1024 * 1024  # larger local images go through fal storage
+    download_attempts: int = 4
+    download_timeout_seconds: float = 300.0
+
+    def client(self) -> fal_client.AsyncClient:
+        return fal_client.AsyncClient(key=self.key, default_timeout=self.submit_timeout_seconds)
+
+    async def image_argument(self, client: fal_client.AsyncClient, request: ShotRequest) -> str:
+        """http(s) images pass through unchanged; local ones are inlined or uploaded."""
+        if request.shot.image_is_url:
+            return request.shot.image
+        image: ImageInput = request.image
+        if len(image.data) <= self.inline_image_max_bytes:
+            return fal_client.encode(image.data, image.content_type)
+        return await client.upload(
+            image.data, image.content_type, file_name=f"{request.shot_id}.{image.format.lower()}"
+        )
