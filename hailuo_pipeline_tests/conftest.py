@@ -31,6 +31,15 @@ os.environ.update(
 from hailuo_pipeline.emulator.server import EmulatorServer  # noqa: E402
 from hailuo_pipeline.emulator.state import EmulatorState, Latency  # noqa: E402
 
+SLOW_FIXTURES = {"emulator", "emulator_server", "workspace", "subprocess_env"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that talks to the emulator or runs Dagster (in a workspace of its own) is slow."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:

@@ -130,6 +130,7 @@ def _writer(path: str, worker: int, count: int) -> None:
         ledger.mark_completed(row.request_key, {"video": {"url": "u"}}, "u", 1.0)
 
 
+@pytest.mark.slow
 def test_four_processes_writing_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "c.duckdb")
     Catalog(path)  # nothing opened yet: the writers race for the first migration too

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from hailuo_pipeline_tests.helpers import hailuo, query
 
 
@@ -22,6 +24,7 @@ def run_hailuo(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Co
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
     data = tmp_path / "data"
     result = run_hailuo(["demo"], clean_env(data), tmp_path)
@@ -41,6 +44,7 @@ def test_demo_refuses_to_spend_when_a_key_is_set(tmp_path):
     assert not (tmp_path / "data" / "catalog.duckdb").exists()
 
 
+@pytest.mark.slow
 def test_sync_names_bad_rows(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

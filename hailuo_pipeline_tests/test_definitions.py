@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey
 
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline_tests.helpers import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_workspace_yaml_loads_the_code_location():
     dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
     result = subprocess.run(

@@ -15,6 +15,12 @@ import duckdb
 from hailuo_pipeline.catalog.rows import ROW_COLUMNS, RequestRow, Status, VideoRow, request_row
 from hailuo_pipeline.catalog.store import Catalog
 
+# The one definition of the price in effect: the latest price of the endpoint and duration on or before a day.
+# Placeholders: endpoint, duration, day (SQL expressions or ?).
+PRICE_IN_EFFECT = (
+    "FROM prices WHERE endpoint = {endpoint} AND duration_seconds = {duration} AND effective_from <= {day} "
+    "ORDER BY effective_from DESC LIMIT 1"
+)
 _VIDEO_COLUMNS = (
     "request_id, request_key, shot_id, path, sha256, bytes, width, height, fps, frames, duration_seconds, source_url"
 )
@@ -33,7 +39,8 @@ class DuckDBLedgerTransaction:
         statuses: Sequence[Status] | None = None,
         completed_since: datetime | None = None,
     ) -> list[RequestRow]:
-        where, params = ["true"], []
+        where: list[str] = ["true"]
+        params: list[Any] = []
         for column, value in (("request_key", request_key), ("fingerprint", fingerprint), ("shot_id", shot_id)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -90,8 +97,7 @@ class DuckDBLedgerTransaction:
 
     def price(self, endpoint: str, duration_seconds: int, day: date) -> tuple[str, Decimal] | None:
         found = self.conn.execute(
-            "SELECT price_id, usd FROM prices WHERE endpoint = ? AND duration_seconds = ? "
-            "AND effective_from <= ? ORDER BY effective_from DESC LIMIT 1",
+            "SELECT price_id, usd " + PRICE_IN_EFFECT.format(endpoint="?", duration="?", day="?"),
             [endpoint, duration_seconds, day],
         ).fetchone()
         return (found[0], Decimal(found[1])) if found else None

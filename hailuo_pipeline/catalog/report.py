@@ -11,10 +11,12 @@ import pandas as pd
 
 from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
-from hailuo_pipeline.catalog.rows import Budget, RequestRow, utcnow
+from hailuo_pipeline.catalog.rows import Budget, RequestRow, Status, utcnow
 from hailuo_pipeline.catalog.store import Catalog
 
-SUMMARY_SQL = """
+# status names come from the Status enum; the views of schema.py keep the literals of their migration
+DELIVERED = f"('{Status.SUCCEEDED}', '{Status.COMPLETED}')"  # paid, and the video is (or will be) ours
+SUMMARY_SQL = f"""
 SELECT
     coalesce(sum(cost_usd) FILTER (WHERE CAST(created_at AS DATE) = $today), 0) AS spend_today_usd,
     coalesce(sum(cost_usd) FILTER (WHERE created_at >= $month_start), 0) AS spend_month_to_date_usd,
@@ -24,24 +26,24 @@ SELECT
     coalesce(sum(cost_usd + reserved_usd), 0) AS committed_all_time_usd,
     count(*) AS requests,
     count(*) - count(DISTINCT shot_id) AS retries,
-    count(*) FILTER (WHERE status IN ('succeeded', 'completed')) AS succeeded,
-    count(*) FILTER (WHERE status = 'failed') AS failures,
-    count(*) FILTER (WHERE status = 'cancelled') AS cancellations,
-    count(*) FILTER (WHERE status = 'ambiguous') AS ambiguous,
-    count(*) FILTER (WHERE status = 'lost') AS lost_requests,
-    coalesce(sum(cost_usd) FILTER (WHERE status = 'lost'), 0) AS lost_usd,
+    count(*) FILTER (WHERE status IN {DELIVERED}) AS succeeded,
+    count(*) FILTER (WHERE status = '{Status.FAILED}') AS failures,
+    count(*) FILTER (WHERE status = '{Status.CANCELLED}') AS cancellations,
+    count(*) FILTER (WHERE status = '{Status.AMBIGUOUS}') AS ambiguous,
+    count(*) FILTER (WHERE status = '{Status.LOST}') AS lost_requests,
+    coalesce(sum(cost_usd) FILTER (WHERE status = '{Status.LOST}'), 0) AS lost_usd,
     count(*) FILTER (WHERE possible_double_charge) AS possible_double_charges,
     count(DISTINCT shot_id) AS shots,
-    avg(wall_seconds) FILTER (WHERE status = 'succeeded') AS latency_mean_seconds,
-    quantile_cont(wall_seconds, 0.95) FILTER (WHERE status = 'succeeded') AS latency_p95_seconds,
-    avg(queue_seconds) FILTER (WHERE status IN ('succeeded', 'completed')) AS queue_mean_seconds,
-    avg(inference_seconds) FILTER (WHERE status IN ('succeeded', 'completed')) AS inference_mean_seconds
+    avg(wall_seconds) FILTER (WHERE status = '{Status.SUCCEEDED}') AS latency_mean_seconds,
+    quantile_cont(wall_seconds, 0.95) FILTER (WHERE status = '{Status.SUCCEEDED}') AS latency_p95_seconds,
+    avg(queue_seconds) FILTER (WHERE status IN {DELIVERED}) AS queue_mean_seconds,
+    avg(inference_seconds) FILTER (WHERE status IN {DELIVERED}) AS inference_mean_seconds
 FROM requests
 """
 
-BY_DURATION_SQL = """
+BY_DURATION_SQL = f"""
 SELECT duration_seconds, count(*) AS requests,
-       count(*) FILTER (WHERE status IN ('succeeded', 'completed')) AS videos,
+       count(*) FILTER (WHERE status IN {DELIVERED}) AS videos,
        coalesce(sum(cost_usd), 0) AS spend_usd
 FROM requests GROUP BY 1 ORDER BY 1
 """

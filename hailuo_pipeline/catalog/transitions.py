@@ -142,8 +142,9 @@ class LedgerTransitions:
             with self.store.transaction() as t:
                 t.add_polls(request_key, polls)
 
-    def record_video(self, request_key: str, video: VideoRow) -> VideoRow:
-        """Record a verified file; idempotent when two attempts deliver the same request."""
+    def record_video(self, request_key: str, video: VideoRow) -> tuple[VideoRow, RequestRow]:
+        """Record a verified file; idempotent when two attempts deliver the same request. Returns the
+        recorded video and the request's row as it now stands."""
         with self.store.transaction() as t:
             now = utcnow()
             existing = t.video(request_id=video.request_id)
@@ -153,7 +154,8 @@ class LedgerTransitions:
             if row.status is not Status.SUCCEEDED:  # a second delivery is not a new transition
                 wall = (now - row.created_at).total_seconds()
                 self._change(t, row, {"status": Status.SUCCEEDED, "owner": None, "wall_seconds": wall}, video.path)
-            return existing or video
+                row = one_row(t, request_key)
+            return existing or video, row
 
     @staticmethod
     def _event(t: LedgerTransaction, request_key: str, status: Status, detail: str | None) -> None:

@@ -23,7 +23,7 @@ from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.defs.automation.run_requests import range_tags
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
-from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
@@ -76,10 +76,10 @@ def instance(settings: Settings) -> DagsterInstance:
 def sync(dagster: DagsterInstance, settings: Settings) -> SyncResult:
     """Register the manifest's shots as partitions and in the catalog; raises ManifestError."""
     manifest = read_manifest(settings.manifest_path)
-    existing = dagster.get_dynamic_partitions(shots_partitions.name)
+    existing = dagster.get_dynamic_partitions(SHOTS)
     plan = record_shots(Catalog(settings.catalog_path), manifest, set(existing))
     if plan.new:
-        dagster.add_dynamic_partitions(shots_partitions.name, plan.new)
+        dagster.add_dynamic_partitions(SHOTS, plan.new)
     return SyncResult(manifest, plan.new, plan.changed, manifest.errors)
 
 
@@ -100,7 +100,7 @@ def materialize(
     settings = Settings.from_env()
     dagster = instance(settings)
     manifest = sync(dagster, settings).manifest
-    registered = dagster.get_dynamic_partitions(shots_partitions.name)
+    registered = dagster.get_dynamic_partitions(SHOTS)
     unknown = [s for s in shot_ids or [] if s not in registered]
     if unknown:
         raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
@@ -135,7 +135,7 @@ def materialize(
                 continue
             if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
                 materialization = event.step_materialization_data.materialization
-                if materialization.asset_key.to_user_string() == "hailuo_video":
+                if materialization.asset_key.to_user_string() == "hailuo_video" and materialization.partition:
                     delivered.add(materialization.partition)
             else:
                 summary.failed.update(failed_shots(event.step_failure_data, summary.requested))

@@ -4,7 +4,8 @@ from dagster import BackfillPolicy, DynamicPartitionsDefinition
 
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 
-shots_partitions = DynamicPartitionsDefinition(name="shots")
+SHOTS = "shots"
+shots_partitions = DynamicPartitionsDefinition(name=SHOTS)
 
 # Many shots per run: one step fans out over its shots with asyncio, bounded by the remote service.
 shots_backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=SHOTS_PER_RUN)

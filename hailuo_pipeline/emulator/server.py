@@ -43,7 +43,7 @@ class EmulatorServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", port))
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(
+        served = uvicorn.Config(
             build_app(self.state),
             ssl_certfile=str(self.tls.cert),
             ssl_keyfile=str(self.tls.key),
@@ -51,7 +51,7 @@ class EmulatorServer:
             lifespan="off",
             access_log=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = uvicorn.Server(served)
         self._thread: threading.Thread | None = None
 
     @property

@@ -70,7 +70,7 @@ class Delivery:
         mismatches = problems_with(probe, row.duration_seconds)
         if mismatches:  # paid and kept; the videos_match_requests check reports it
             self.log.warning(f"{row.shot_id}: delivered video does not match the request: {mismatches}")
-        recorded = await asyncio.to_thread(
+        recorded, final = await asyncio.to_thread(
             self.ledger.record_video,
             row.request_key,
             VideoRow(
@@ -91,4 +91,4 @@ class Delivery:
         self.log.info(
             f"{row.shot_id}: fal request {row.request_id} delivered, verified and recorded at {downloaded.path}"
         )
-        return recorded, await asyncio.to_thread(self.ledger.get, row.request_key)
+        return recorded, final

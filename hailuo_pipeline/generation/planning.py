@@ -9,7 +9,7 @@ listed with what the person can do, never paid for again silently.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -164,28 +164,26 @@ def _usd(rows: Iterable[RequestRow]) -> Decimal:
     return sum((row.price_usd or Decimal(0) for row in rows), Decimal(0))
 
 
-def partition_ranges(ordered: list[str], selected: list[str], max_size: int) -> list[tuple[str, str]]:
+def partition_ranges(ordered: Sequence[str], selected: Iterable[str], max_size: int) -> list[tuple[str, str]]:
     """Split `selected` into contiguous ranges of the partition order, at most `max_size` long."""
     wanted = set(selected)
     ranges: list[tuple[str, str]] = []
-    start = end = None
-    size = 0
+    run: list[str] = []
     for key in ordered:
-        if key in wanted and start is not None and size < max_size:
-            end, size = key, size + 1
+        if key in wanted and run and len(run) < max_size:
+            run.append(key)
             continue
-        if start is not None:
-            ranges.append((start, end))
-            start = end = None
-        if key in wanted:
-            start = end = key
-            size = 1
-    if start is not None:
-        ranges.append((start, end))
+        if run:
+            ranges.append((run[0], run[-1]))
+        run = [key] if key in wanted else []
+    if run:
+        ranges.append((run[0], run[-1]))
     return ranges
 
 
-def plan_shot_runs(ordered: list[str], shot_ids: list[str], manifest: Manifest, max_size: int) -> list[tuple[str, str]]:
+def plan_shot_runs(
+    ordered: Sequence[str], shot_ids: Sequence[str], manifest: Manifest, max_size: int
+) -> list[tuple[str, str]]:
     """Partition ranges for runs of inputs + video. A shot failing the cheap checks gets a run of its
     own: it will be refused, and a batch's run then stays green for the good shots."""
     doubtful = [s for s in shot_ids if s in manifest.shots and quick_problem(manifest.shots[s])]

@@ -11,8 +11,6 @@ the next attempt, the nightly sweep or the orphan sensor resumes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import socket
 import time
@@ -31,21 +29,18 @@ from hailuo_pipeline.catalog.ledger import BudgetExceededError, Claim, NoPriceEr
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, RequestRow, Status, VideoRow, utcnow
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import watch_status_calls
-from hailuo_pipeline.fal.submit_once import SubmitReplayRefused, submit_once
 from hailuo_pipeline.generation.delivery import Delivery
 from hailuo_pipeline.generation.download import file_matches
 from hailuo_pipeline.generation.errors import (
     PermanentShotFailure,
     ShotFailure,
-    TransientShotFailure,
-    failure_for_http,
     fix_for_ambiguous,
     fix_for_budget,
     fix_for_refusal,
-    is_input_refusal,
 )
 from hailuo_pipeline.generation.follow import RequestFollower
 from hailuo_pipeline.generation.log import RunLog
+from hailuo_pipeline.generation.submit import fingerprint, ledger_arguments, submit
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
 
@@ -82,22 +77,6 @@ class ShotOutcome:
     @property
     def ok(self) -> bool:
         return self.failure is None and self.video is not None
-
-
-def fingerprint(shot_id: str, endpoint: str, arguments: dict[str, Any]) -> str:
-    """Per shot: two shots with identical inputs are two videos, each paid once."""
-    text = json.dumps({"shot_id": shot_id, "endpoint": endpoint, **arguments}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def ledger_arguments(request: ShotRequest) -> dict[str, Any]:
-    """The request's arguments as the catalog keeps them: the image by hash, never as a data URI."""
-    return {
-        "prompt": request.prompt,
-        "duration": str(request.duration),
-        "prompt_optimizer": request.prompt_optimizer,
-        "image_sha256": request.image.sha256,
-    }
 
 
 class ShotGenerator:
@@ -284,7 +263,8 @@ class ShotGenerator:
         with self._lease(row):
             submitted_at = None
             if claim.kind is ClaimKind.SUBMIT:
-                request_id, submitted_at = await self._submit(request, row)
+                request_id, submitted_at = await submit(self.fal, self.client, self.ledger, request, row)
+                self.log.info(f"{request.shot_id}: submitted fal request {request_id}")
                 row = replace(row, request_id=request_id, status=Status.SUBMITTED)
             else:
                 self.log.info(f"{request.shot_id}: resuming fal request {row.request_id} ({row.status.value})")
@@ -339,47 +319,6 @@ class ShotGenerator:
             yield
         finally:
             self.leased.discard(row.request_key)
-
-    async def _submit(self, request: ShotRequest, row: RequestRow) -> tuple[str, float]:
-        """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
-        payload = {
-            "prompt": request.prompt,
-            "image_url": await self.fal.image_argument(self.client, request),
-            "prompt_optimizer": request.prompt_optimizer,
-            "duration": str(request.duration),
-        }
-        sent_at = time.monotonic()
-        try:
-            handle = await submit_once(
-                self.client, self.fal.endpoint_id, payload, start_timeout=self.fal.submit_timeout_seconds
-            )
-        except NOT_SENT as exc:
-            await asyncio.to_thread(self.ledger.mark_failed, row.request_key, "not_sent", repr(exc))
-            raise TransientShotFailure(
-                request.shot_id,
-                f"could not reach fal ({exc!r}); nothing was submitted",
-                "check the network (and FAL_QUEUE_RUN_HOST, if set); nothing was paid, so running again is safe",
-            ) from exc
-        except (httpx.TransportError, SubmitReplayRefused) as exc:  # sent, no answer: fal may have a job
-            await asyncio.to_thread(self.ledger.mark_ambiguous, row.request_key, f"submit got no answer: {exc!r}")
-            raise PermanentShotFailure(
-                request.shot_id,
-                f"the submit got no answer ({exc!r}); fal may have created a job we cannot see",
-                fix_for_ambiguous(row.request_key),
-            ) from exc
-        except fal_client.FalClientHTTPError as exc:
-            failure = failure_for_http(request.shot_id, exc.status_code, exc.error_type, exc.message, "submitting")
-            await asyncio.to_thread(
-                self.ledger.mark_failed,
-                row.request_key,
-                f"http_{exc.status_code}",
-                failure.cause,
-                permanent=is_input_refusal(exc.error_type, exc.status_code),
-            )
-            raise failure from exc
-        await asyncio.to_thread(self.ledger.mark_submitted, row.request_key, handle.request_id)
-        self.log.info(f"{request.shot_id}: submitted fal request {handle.request_id}")
-        return handle.request_id, sent_at
 
     # -- cancellation ----------------------------------------------------------------------
     async def cancel_in_flight(self) -> list[str]:

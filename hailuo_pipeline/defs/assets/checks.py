@@ -1,6 +1,6 @@
 """Asset checks on hailuo_video: what was delivered is what was paid for, at the published price.
 
-They are check specs of the step that makes the videos (assets/video.py), which evaluates them once its
+They are check specs of the step that makes the videos (assets/shots.py), which evaluates them once its
 shots are done; selected on their own (the UI's "Execute checks"), they cover the whole catalog."""
 
 from datetime import timedelta
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
+from hailuo_pipeline.catalog.audit import charges_off_price, recorded_videos
 from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_with
@@ -39,60 +40,37 @@ VIDEO_CHECKS = [VIDEOS_MATCH_REQUESTS, COSTS_MATCH_PRICE_TABLE, NO_PAID_VIDEO_LO
 
 def videos_match_requests(catalog: CatalogResource, run_id: str | None = None) -> AssetCheckResult:
     """The videos recorded by `run_id` (every video when None or when that run recorded none)."""
-    with catalog.get_connection() as conn:
-        in_run = conn.execute(
-            "SELECT count(*) FROM requests r JOIN videos v USING (request_key) WHERE r.run_id = ?", [run_id]
-        ).fetchone()
-        scope = "WHERE r.run_id = ?" if run_id and in_run and in_run[0] else ""
-        rows = conn.execute(
-            "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds FROM videos v "
-            f"JOIN requests r USING (request_key) {scope} ORDER BY v.recorded_at",
-            [run_id] if scope else [],
-        ).fetchall()
+    videos = recorded_videos(catalog.catalog(), run_id) if run_id else []
+    videos = videos or recorded_videos(catalog.catalog())
     problems: list[str] = []
-    for shot_id, request_id, path, size, requested in rows:
-        file = Path(path)
-        if not file.is_file() or file.stat().st_size != size:
-            problems.append(f"{shot_id} ({request_id}): {path} is missing or not {size} bytes")
+    for video in videos:
+        file = Path(video.path)
+        where = f"{video.shot_id} ({video.request_id})"
+        if not file.is_file() or file.stat().st_size != video.bytes:
+            problems.append(f"{where}: {video.path} is missing or not {video.bytes} bytes")
             continue
         try:
-            found = problems_with(probe_video(file), requested)
+            found = problems_with(probe_video(file), video.requested_seconds)
         except VideoProbeError as exc:
             found = [str(exc)]
-        problems.extend(f"{shot_id} ({request_id}): {p}" for p in found)
+        problems.extend(f"{where}: {p}" for p in found)
     return AssetCheckResult(
         asset_key=VIDEOS_MATCH_REQUESTS.asset_key,
         check_name=VIDEOS_MATCH_REQUESTS.name,
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"videos_checked": len(rows), "problems": len(problems), "first_problems": problems[:MAX_LISTED]},
+        metadata={"videos_checked": len(videos), "problems": len(problems), "first_problems": problems[:MAX_LISTED]},
     )
 
 
 def costs_match_price_table(catalog: CatalogResource) -> AssetCheckResult:
-    with catalog.get_connection() as conn:
-        mismatches = conn.execute(
-            """
-            WITH expected AS (
-                SELECT r.request_key, r.shot_id, r.status, r.cost_usd,
-                       (SELECT p.usd FROM prices p WHERE p.endpoint = r.endpoint
-                          AND p.duration_seconds = r.duration_seconds
-                          AND p.effective_from <= CAST(r.created_at AS DATE)
-                        ORDER BY p.effective_from DESC LIMIT 1) AS price
-                FROM requests r
-            )
-            SELECT shot_id, request_key, status, cost_usd, price FROM expected
-            WHERE (status IN ('completed', 'succeeded') AND cost_usd IS DISTINCT FROM price)
-               OR (status IN ('failed', 'cancelled') AND cost_usd <> 0)
-            """
-        ).fetchall()
-        checked = conn.execute("SELECT count(*) FROM requests").fetchone()
-    listed = [f"{s} ({k}, {st}): charged {c}, price {p}" for s, k, st, c, p in mismatches[:MAX_LISTED]]
+    checked, off = charges_off_price(catalog.catalog())
+    listed = [f"{c.shot_id} ({c.request_key}, {c.status}): charged {c.cost_usd}, price {c.price_usd}" for c in off]
     return AssetCheckResult(
         asset_key=COSTS_MATCH_PRICE_TABLE.asset_key,
         check_name=COSTS_MATCH_PRICE_TABLE.name,
-        passed=not mismatches,
-        metadata={"requests_checked": checked[0] if checked else 0, "mismatches": len(mismatches), "first": listed},
+        passed=not off,
+        metadata={"requests_checked": checked, "mismatches": len(off), "first": listed[:MAX_LISTED]},
     )
 
 

@@ -24,16 +24,20 @@ def dagster_table(frame: pd.DataFrame) -> MetadataValue:
             return "float"
         return "string"
 
-    kinds = {column: kind(frame[column]) for column in frame.columns}
+    kinds = {str(column): kind(frame[column]) for column in frame.columns}
 
-    def cell(column: str, value: object) -> object:
+    def cell(column: str, value: object) -> str | int | float | None:
         if value is None or (isinstance(value, float) and pd.isna(value)):
             return None
-        return str(value) if kinds[column] == "string" else value
+        if kinds[column] == "string" or not isinstance(value, int | float):
+            return str(value)
+        return value
 
+    records = [
+        TableRecord({str(c): cell(str(c), v) for c, v in rec.items()}) for rec in frame.to_dict(orient="records")
+    ]
     return MetadataValue.table(
-        records=[TableRecord({c: cell(c, v) for c, v in rec.items()}) for rec in frame.to_dict(orient="records")],
-        schema=TableSchema(columns=[TableColumn(c, kinds[c]) for c in frame.columns]),
+        records=records, schema=TableSchema(columns=[TableColumn(name, kinds[name]) for name in kinds])
     )
 
 

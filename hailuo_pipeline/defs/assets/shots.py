@@ -114,7 +114,8 @@ hailuo_video = AssetSpec(
 
 
 def build_hailuo_shots(retry_delay_seconds: float) -> AssetsDefinition:
-    @multi_asset(
+    """The step, with its retry policy from settings (read when the definitions are built)."""
+    return multi_asset(
         name="hailuo_shots",
         specs=[source_image, prompt, hailuo_video],
         check_specs=VIDEO_CHECKS,
@@ -124,18 +125,7 @@ def build_hailuo_shots(retry_delay_seconds: float) -> AssetsDefinition:
         retry_policy=video_retry_policy(retry_delay_seconds),
         pool="fal",
         description="Validate each shot, then pay for its video once: many shots per run, each its own partition.",
-    )
-    def hailuo_shots(
-        context: AssetExecutionContext,
-        config: ShotsConfig,
-        fal: FalResource,
-        catalog: CatalogResource,
-        shots: ShotsResource,
-        budget: BudgetResource,
-    ):
-        yield from make_shots(context, config, fal, catalog, shots, budget)
-
-    return hailuo_shots
+    )(make_shots)
 
 
 def make_shots(

@@ -13,7 +13,7 @@ from dagster import (
 
 from hailuo_pipeline.defs.automation.run_requests import range_run_requests
 from hailuo_pipeline.defs.automation.sensors import SHOT_ASSETS
-from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import ShotPlan, plan_shot_runs, plan_shots
 from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS, ENDPOINT_ID
@@ -56,7 +56,7 @@ def sweep(
     context: ScheduleEvaluationContext, shots: ShotsResource, catalog: CatalogResource, budget: BudgetResource
 ) -> SkipReason | list[RunRequest]:
     manifest = shots.manifest()
-    registered = context.instance.get_dynamic_partitions(shots_partitions.name)
+    registered = context.instance.get_dynamic_partitions(SHOTS)
     candidates = [s for s in registered if s in manifest.shots]
     # an invalid duration is budgeted as the default; its run refuses it with the shot's own message
     offered = {str(d) for d in DURATIONS_SECONDS}

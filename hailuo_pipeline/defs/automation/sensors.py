@@ -15,7 +15,7 @@ from hailuo_pipeline.catalog.registry import record_shots
 from hailuo_pipeline.defs.assets.inputs import prompt, source_image
 from hailuo_pipeline.defs.assets.shots import hailuo_video
 from hailuo_pipeline.defs.automation.run_requests import range_run_requests
-from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs
 from hailuo_pipeline.settings import SHOTS_PER_RUN
@@ -43,7 +43,7 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
         return SensorResult(skip_reason=SkipReason(str(exc)), cursor=digest)
     for error in manifest.errors:
         context.log.warning(str(error))
-    existing = context.instance.get_dynamic_partitions(shots_partitions.name)
+    existing = context.instance.get_dynamic_partitions(SHOTS)
     plan = record_shots(catalog.catalog(), manifest, set(existing))
     ordered = [*existing, *plan.new]
     run_requests = [
@@ -71,7 +71,7 @@ RESUME_ONLY = {"ops": {"hailuo_shots": {"config": {"resume_only": True}}}}
     "that resume them by their fal id, before fal's result expires. Spends nothing: these runs never submit.",
 )
 def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
-    registered = context.instance.get_dynamic_partitions(shots_partitions.name)
+    registered = context.instance.get_dynamic_partitions(SHOTS)
     known = set(registered)
     orphans = [r for r in catalog.ledger().orphans() if r.shot_id in known]
     given_up = [r for r in orphans if r.attempts > MAX_SENSOR_RESUMES]

@@ -1,0 +1,84 @@
+"""One shot's request: its fingerprint, and its submit, sent once and recorded whatever fal answers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from typing import Any
+
+import fal_client
+import httpx
+
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.rows import RequestRow
+from hailuo_pipeline.fal.config import FalSettings
+from hailuo_pipeline.fal.submit_once import SubmitReplayRefused, submit_once
+from hailuo_pipeline.generation.errors import (
+    PermanentShotFailure,
+    TransientShotFailure,
+    failure_for_http,
+    fix_for_ambiguous,
+    is_input_refusal,
+)
+from hailuo_pipeline.shots.validation import ShotRequest
+
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def fingerprint(shot_id: str, endpoint: str, arguments: dict[str, Any]) -> str:
+    """Per shot: two shots with identical inputs are two videos, each paid once."""
+    text = json.dumps({"shot_id": shot_id, "endpoint": endpoint, **arguments}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ledger_arguments(request: ShotRequest) -> dict[str, Any]:
+    """The request's arguments as the catalog keeps them: the image by hash, never as a data URI."""
+    return {
+        "prompt": request.prompt,
+        "duration": str(request.duration),
+        "prompt_optimizer": request.prompt_optimizer,
+        "image_sha256": request.image.sha256,
+    }
+
+
+async def submit(
+    fal: FalSettings, client: fal_client.AsyncClient, ledger: RequestLedger, request: ShotRequest, row: RequestRow
+) -> tuple[str, float]:
+    """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
+    payload = {
+        "prompt": request.prompt,
+        "image_url": await fal.image_argument(client, request),
+        "prompt_optimizer": request.prompt_optimizer,
+        "duration": str(request.duration),
+    }
+    sent_at = time.monotonic()
+    try:
+        handle = await submit_once(client, fal.endpoint_id, payload, start_timeout=fal.submit_timeout_seconds)
+    except NOT_SENT as exc:
+        await asyncio.to_thread(ledger.mark_failed, row.request_key, "not_sent", repr(exc))
+        raise TransientShotFailure(
+            request.shot_id,
+            f"could not reach fal ({exc!r}); nothing was submitted",
+            "check the network (and FAL_QUEUE_RUN_HOST, if set); nothing was paid, so running again is safe",
+        ) from exc
+    except (httpx.TransportError, SubmitReplayRefused) as exc:  # sent, no answer: fal may have a job
+        await asyncio.to_thread(ledger.mark_ambiguous, row.request_key, f"submit got no answer: {exc!r}")
+        raise PermanentShotFailure(
+            request.shot_id,
+            f"the submit got no answer ({exc!r}); fal may have created a job we cannot see",
+            fix_for_ambiguous(row.request_key),
+        ) from exc
+    except fal_client.FalClientHTTPError as exc:
+        failure = failure_for_http(request.shot_id, exc.status_code, exc.error_type, exc.message, "submitting")
+        await asyncio.to_thread(
+            ledger.mark_failed,
+            row.request_key,
+            f"http_{exc.status_code}",
+            failure.cause,
+            permanent=is_input_refusal(exc.error_type, exc.status_code),
+        )
+        raise failure from exc
+    await asyncio.to_thread(ledger.mark_submitted, row.request_key, handle.request_id)
+    return handle.request_id, sent_at
