@@ -31,7 +31,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     print(f"fal emulator on {server.url}; point fal_client at it with:")
     for key, value in server.env().items():
         print(f"  export {key}={value}")
-    print("  export FAL_KEY=any-non-empty-key", flush=True)
+    print("  export FAL_KEY=any-non-empty-key")
+    print("control endpoints (/_emulator/config, /reset, /stats) need the header")
+    print(f"  x-emulator-admin: {server.admin_token}", flush=True)
     server.serve_forever()
     return 0
 
@@ -42,7 +44,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     try:
-        result = sync(instance(settings), settings)
+        with instance(settings) as dagster:
+            result = sync(dagster, settings)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

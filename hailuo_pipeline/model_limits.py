@@ -18,6 +18,9 @@ MIN_SHORT_SIDE_PX = 300  # the short side must be strictly greater than this
 MIN_ASPECT = Fraction(2, 5)
 MAX_ASPECT = Fraction(5, 2)
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
+# Not MiniMax's number but ours: the output is 768p, and 50 megapixels covers every camera still in use
+# while bounding what one decode may take (150 MB as RGB).
+MAX_IMAGE_PIXELS = 50_000_000
 
 OUTPUT_SHORT_SIDE_PX = 768
 OUTPUT_FPS = 25

@@ -22,7 +22,9 @@ _ENVIRONMENT = {
     "poll_interval_seconds": "HAILUO_FAL_POLL_INTERVAL_SECONDS",
     "retry_delay_seconds": "HAILUO_RETRY_DELAY_SECONDS",
     "lease_seconds": "HAILUO_LEASE_SECONDS",
+    "allowed_private_image_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS",
 }
+_TEXT = {"sweep_cron", "allowed_private_image_hosts"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Settings:
     poll_interval_seconds: float = 1.0
     retry_delay_seconds: float = 10.0
     lease_seconds: float = LEASE_SECONDS
+    allowed_private_image_hosts: str = ""  # comma-separated hosts image URLs may use though private ("*": any)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -47,7 +50,7 @@ class Settings:
                 continue
             if field.name == "data_dir":
                 values[field.name] = Path(raw)
-            elif field.name == "sweep_cron":
+            elif field.name in _TEXT:
                 values[field.name] = raw
             else:
                 try:

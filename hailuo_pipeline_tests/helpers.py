@@ -50,3 +50,26 @@ def reason(summary: Any, shot_id: str) -> str:
     failure = summary.failed[shot_id]
     assert failure.cause and failure.fix, failure
     return f"{failure.cause}. Fix: {failure.fix}"
+
+
+def tick_sensor(sensor: Any, instance: Any, cursor: str | None = None) -> Any:
+    """One evaluation of `sensor`, its context entered and left as Dagster documents (a context left open
+    leaves the instance set for later definition loads, which then fail once it is collected)."""
+    from dagster import build_sensor_context
+
+    from hailuo_pipeline.defs.definitions import build_definitions
+
+    with build_sensor_context(instance=instance, cursor=cursor, resources=build_definitions().resources) as context:
+        return sensor(context)
+
+
+def tick_schedule(name: str, instance: Any, when: Any) -> Any:
+    """One evaluation of the schedule `name` at `when` (a list of run requests, or a SkipReason)."""
+    from dagster import SkipReason, build_schedule_context
+
+    from hailuo_pipeline.defs.definitions import build_definitions
+
+    defs = build_definitions()
+    with build_schedule_context(instance=instance, scheduled_execution_time=when, resources=defs.resources) as context:
+        result = defs.get_schedule_def(name)(context)
+        return result if isinstance(result, SkipReason) else list(result)

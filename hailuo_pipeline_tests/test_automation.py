@@ -6,14 +6,14 @@ import csv
 from datetime import datetime
 from decimal import Decimal
 
-from dagster import AssetKey, DagsterInstance, build_schedule_context, build_sensor_context
+from dagster import AssetKey, DagsterInstance
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.headless import materialize
-from hailuo_pipeline_tests.helpers import query
+from hailuo_pipeline_tests.helpers import query, tick_schedule, tick_sensor
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 
@@ -31,8 +31,7 @@ def test_prompt_edit_marks_the_video_stale_and_a_new_take_keeps_the_old(workspac
 
     write_shots(workspace, [{"shot_id": "s1", "prompt": "an edited prompt", "image": "images/s1.jpg"}])
     defs = build_definitions()
-    context = build_sensor_context(instance=instance, cursor=None, resources=defs.resources)
-    result = shots_manifest_sensor(context)
+    result = tick_sensor(shots_manifest_sensor, instance)
     (edit,) = result.run_requests
     assert edit.partition_key == "s1"
     defs.resolve_job_def("shot_inputs").execute_in_process(instance=instance, partition_key="s1")
@@ -78,8 +77,7 @@ def test_sensor_registers_a_10000_row_manifest_in_runs_of_100(workspace):
         for i in range(10_000):
             writer.writerow([f"shot-{i:05d}", "images/still.jpg", f"prompt {i}", "10" if i % 3 == 0 else "6"])
     instance = DagsterInstance.get()
-    context = build_sensor_context(instance=instance, cursor=None, resources=build_definitions().resources)
-    result = shots_manifest_sensor(context)
+    result = tick_sensor(shots_manifest_sensor, instance)
     (add,) = result.dynamic_partitions_requests
     assert len(add.partition_keys) == 10_000
     assert len(result.run_requests) == 100
@@ -100,13 +98,7 @@ def test_nightly_sweep_requests_missing_shots_within_the_daily_budget_not_refuse
     )
     materialize(["s1", "s2"], concurrency=1)  # s1 refused (content policy), s2 succeeds; s3..s5 never ran
     monkeypatch.setenv("HAILUO_DAILY_BUDGET_USD", "0.60")  # $0.19 spent: room for two more 6 s videos
-    defs = build_definitions()
-    context = build_schedule_context(
-        instance=DagsterInstance.get(),
-        scheduled_execution_time=datetime(2026, 11, 29, 3, 0),
-        resources=defs.resources,
-    )
-    requests = list(build_definitions().get_schedule_def("nightly_sweep")(context))
+    requests = tick_schedule("nightly_sweep", DagsterInstance.get(), datetime(2026, 11, 29, 3, 0))
     keys = [
         r.partition_key
         or r.tags["dagster/asset_partition_range_start"] + ".." + r.tags["dagster/asset_partition_range_end"]
@@ -122,10 +114,5 @@ def test_nightly_sweep_survives_an_invalid_duration(workspace):
     write_shots(workspace, [{"shot_id": "odd", "prompt": "p", "duration": "7"}, {"shot_id": "ok", "prompt": "p"}])
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions("shots", ["odd", "ok"])
-    context = build_schedule_context(
-        instance=instance,
-        scheduled_execution_time=datetime(2026, 11, 29, 3, 0),
-        resources=build_definitions().resources,
-    )
-    requests = list(build_definitions().get_schedule_def("nightly_sweep")(context))
+    requests = tick_schedule("nightly_sweep", instance, datetime(2026, 11, 29, 3, 0))
     assert sorted(r.partition_key for r in requests) == ["odd", "ok"]  # the invalid one in a run of its own

@@ -119,11 +119,11 @@ def test_unsafe_ids_are_refused_with_their_row(tmp_path, shot_id, words):
     assert error.row == 3 and words in str(error) and "row 3" in str(error)
 
 
-def test_duplicate_ids_refuse_both_rows_and_name_them(tmp_path):
+def test_a_duplicate_id_is_refused_on_its_second_row_and_the_first_kept(tmp_path):
     path = tmp_path / "shots.csv"
     path.write_text("shot_id,image,prompt\na,x.jpg,p\nb,y.jpg,q\na,z.jpg,r\n")
     manifest = read_manifest(path)
-    assert list(manifest.shots) == ["b"]
+    assert list(manifest.shots) == ["a", "b"] and manifest.shots["a"].image == "x.jpg"
     (error,) = manifest.errors
     assert "row 4" in str(error) and "first used on row 2" in str(error)
 

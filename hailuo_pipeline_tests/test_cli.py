@@ -52,4 +52,4 @@ def test_sync_names_bad_rows(tmp_path):
     result = run_hailuo(["sync"], clean_env(data), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "row 3" in result.stderr and "row 4" in result.stderr
-    assert "0 shot(s) in the manifest" in result.stdout
+    assert "1 shot(s) in the manifest: 1 new, 0 edited, 2 bad row(s)" in result.stdout  # the first "ok" is kept

@@ -219,5 +219,5 @@ def test_partial_files_of_dead_processes_are_removed(tmp_path):
     alive = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     dead.write_bytes(b"half")
     alive.write_bytes(b"half")
-    remove_abandoned_partials(destination)
+    remove_abandoned_partials(destination.parent)
     assert not dead.exists() and alive.exists()

@@ -146,6 +146,8 @@ def test_requires_a_key_and_counts_submissions_per_body(emulator, emulator_serve
             await client.submit(ENDPOINT_ID, body)
 
     run(go())
-    stats = httpx.get(f"{emulator_server.url}/_emulator/stats").json()
+    assert httpx.get(f"{emulator_server.url}/_emulator/stats").status_code == 401  # control needs the token
+    headers = {"x-emulator-admin": emulator_server.admin_token}
+    stats = httpx.get(f"{emulator_server.url}/_emulator/stats", headers=headers).json()
     assert stats["submissions"] == 2
     assert list(stats["submissions_by_body"].values()) == [2]

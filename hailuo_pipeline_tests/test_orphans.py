@@ -16,15 +16,13 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     SkipReason,
-    build_schedule_context,
-    build_sensor_context,
 )
 
 from hailuo_pipeline.cli import report_text
 from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.headless import materialize
-from hailuo_pipeline_tests.helpers import hailuo, query, reason, wait_for
+from hailuo_pipeline_tests.helpers import hailuo, query, reason, tick_schedule, tick_sensor, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
 
@@ -67,8 +65,7 @@ def test_after_a_kill_a_plain_materialize_delivers_every_orphan_without_submitti
 def test_the_orphan_sensor_launches_resume_runs_that_never_submit(workspace, emulator, subprocess_env):
     shots = kill_mid_queue(workspace, emulator, subprocess_env, 3)
     instance = DagsterInstance.get()
-    context = build_sensor_context(instance=instance, resources=build_definitions().resources)
-    requests = orphaned_requests_sensor(context)
+    requests = tick_sensor(orphaned_requests_sensor, instance)
     assert [
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
     ] == [("s1", "s3")]
@@ -82,7 +79,7 @@ def test_the_orphan_sensor_launches_resume_runs_that_never_submit(workspace, emu
     assert query(workspace, "SELECT status FROM requests") == [("succeeded",)] * 3
     assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == set(shots)
     # nothing left: the next tick skips
-    after = orphaned_requests_sensor(build_sensor_context(instance=instance, resources=build_definitions().resources))
+    after = tick_sensor(orphaned_requests_sensor, instance)
     assert isinstance(after, SkipReason) and after.skip_message == "no orphaned requests"
 
 
@@ -90,13 +87,8 @@ def test_the_nightly_sweep_resumes_orphans_first_and_free(workspace, emulator, s
     kill_mid_queue(workspace, emulator, subprocess_env, 2)
     monkeypatch.setenv("HAILUO_DAILY_BUDGET_USD", "0.38")  # exactly what the two orphans already hold
     instance = DagsterInstance.get()
-    context = build_schedule_context(
-        instance=instance,
-        scheduled_execution_time=datetime(2026, 11, 30, 3, 0),
-        resources=build_definitions().resources,
-    )
     # resuming costs nothing new, so the budget does not stop it
-    (request,) = build_definitions().get_schedule_def("nightly_sweep")(context)
+    (request,) = tick_schedule("nightly_sweep", instance, datetime(2026, 11, 30, 3, 0))
     assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
         "s1",
         "s2",

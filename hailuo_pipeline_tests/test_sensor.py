@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
+from dagster import DagsterInstance, SensorResult, SkipReason
 
 from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
-from hailuo_pipeline.defs.definitions import build_definitions
+from hailuo_pipeline_tests.helpers import tick_sensor
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 
 def evaluate(instance: DagsterInstance, cursor: str | None):
-    defs = build_definitions()
-    context = build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
-    return shots_manifest_sensor(context)
+    return tick_sensor(shots_manifest_sensor, instance, cursor)
 
 
 def test_registers_new_shots_and_skips_an_unchanged_manifest(workspace):

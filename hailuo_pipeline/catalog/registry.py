@@ -8,6 +8,7 @@ import pandas as pd
 
 from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.catalog.store import Catalog
+from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Manifest
 
 
@@ -27,7 +28,7 @@ def record_shots(catalog: Catalog, manifest: Manifest, existing_partitions: set[
         [
             {
                 "shot_id": s.shot_id,
-                "image": s.image,
+                "image": redact(s.image),  # a URL's credentials are not kept
                 "prompt": s.prompt,
                 "duration_seconds": s.duration,
                 "prompt_optimizer": s.prompt_optimizer,

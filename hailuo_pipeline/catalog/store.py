@@ -150,9 +150,10 @@ class Catalog:
         path = Path(self.path)
         if path.exists():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.new")
         duckdb.connect(str(fresh)).close()
+        fresh.chmod(0o600)  # every dollar and prompt: the owner's only
         try:
             os.link(fresh, path)
         except FileExistsError:

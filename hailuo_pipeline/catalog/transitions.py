@@ -10,6 +10,7 @@ from typing import Any
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS, OwnerAlive, owner_alive
 from hailuo_pipeline.catalog.rows import ACTIVE, PAID, PROGRESS_ORDER, RequestRow, Status, VideoRow, utcnow
 from hailuo_pipeline.catalog.storage import LedgerStore, LedgerTransaction
+from hailuo_pipeline.redact import redact
 
 MESSAGE_CHARS = 4000
 
@@ -117,7 +118,7 @@ class LedgerTransitions:
         values = {
             "status": status,
             "error_type": error_type,
-            "error_message": message[:MESSAGE_CHARS],
+            "error_message": redact(message)[:MESSAGE_CHARS],
             "completed_at": row.completed_at or utcnow(),
             "reserved_usd": Decimal(0),
             "owner": None,
@@ -131,7 +132,7 @@ class LedgerTransitions:
         values = {
             "status": status,
             "error_type": status.value,
-            "error_message": message,
+            "error_message": redact(message),
             "owner": None,
             "possible_double_charge": row.possible_double_charge or possible_double_charge,
         }
@@ -159,7 +160,7 @@ class LedgerTransitions:
 
     @staticmethod
     def _event(t: LedgerTransaction, request_key: str, status: Status, detail: str | None) -> None:
-        t.add_event(request_key, status, utcnow(), detail)
+        t.add_event(request_key, status, utcnow(), None if detail is None else redact(detail))
 
     def _change(self, t: LedgerTransaction, row: RequestRow, values: dict[str, Any], detail: str | None) -> None:
         """Write `values` to the row and record the transition (to its new status, or the same one)."""

@@ -29,7 +29,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 poll_interval_seconds=settings.poll_interval_seconds,
             ),
             "catalog": CatalogResource(database=str(settings.catalog_path), lease_seconds=settings.lease_seconds),
-            "shots": ShotsResource(data_dir=str(settings.data_dir)),
+            "shots": ShotsResource(
+                data_dir=str(settings.data_dir), allowed_private_image_hosts=settings.allowed_private_image_hosts
+            ),
             "budget": BudgetResource(daily_usd=settings.daily_budget_usd, total_usd=settings.total_budget_usd),
         },
     )

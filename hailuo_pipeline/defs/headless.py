@@ -24,6 +24,7 @@ from hailuo_pipeline.defs.automation.run_requests import range_tags
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
+from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
@@ -95,59 +96,61 @@ def materialize(
 ) -> MaterializeSummary:
     """Resume what earlier runs left behind, then validate and generate the pending (or the named) shots.
     `say` hears what will be done and left alone before the runs start."""
-    if not os.environ.get("FAL_KEY", "").strip():
-        raise SystemExit("error: FAL_KEY is not set; export your fal key (or run `hailuo demo` to try it offline)")
+    try:
+        checked_fal_key(os.environ.get("FAL_KEY", ""))
+    except FalKeyError as exc:
+        raise SystemExit(f"error: {exc}") from None
     settings = Settings.from_env()
-    dagster = instance(settings)
-    manifest = sync(dagster, settings).manifest
-    registered = dagster.get_dynamic_partitions(SHOTS)
-    unknown = [s for s in shot_ids or [] if s not in registered]
-    if unknown:
-        raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
-    ledger = RequestLedger(DuckDBLedgerStore(settings.catalog_path), lease_seconds=settings.lease_seconds)
-    plan = plan_shots(registered, manifest, ledger.standings())
-    asked = {"resubmit_ambiguous": resubmit_ambiguous, "retry_refused": retry_refused}
-    summary = MaterializeSummary(requested=list(shot_ids or plan.targets(**asked)))
-    if not shot_ids:
-        summary.notes = plan.notes(**asked)
-    for note in summary.notes:
-        say(note)
-    job = build_definitions(settings).resolve_job_def("generate_shots").with_logger_defs({"console": console()})
-    config = {
-        "new_take": new_take,
-        "resubmit_ambiguous": resubmit_ambiguous,
-        "retry_refused": retry_refused,
-        "concurrency": concurrency,
-    }
-    run_config = {"ops": {"hailuo_shots": {"config": config}}, "loggers": {"console": {}}}
-    delivered: set[str] = set()
-    wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
-    for start, end in plan_shot_runs(registered, summary.requested, manifest, shots_per_run):
-        kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": range_tags(start, end)}
-        with one_planned_event_per_range():
-            result = job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False, **kwargs)
-        summary.run_ids.append(result.run_id)
-        # read from the instance: each shot's materialization is stored as it is delivered, also when a
-        # later shot fails the step; the last failure of a retried step holds each failed shot's reason
-        for record in dagster.all_logs(result.run_id, of_type=wanted):
-            event = record.dagster_event
-            if event is None:
-                continue
-            if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
-                materialization = event.step_materialization_data.materialization
-                if materialization.asset_key.to_user_string() == "hailuo_video" and materialization.partition:
-                    delivered.add(materialization.partition)
+    with instance(settings) as dagster:  # entered: Dagster's definition loads read the instance from it
+        manifest = sync(dagster, settings).manifest
+        registered = dagster.get_dynamic_partitions(SHOTS)
+        unknown = [s for s in shot_ids or [] if s not in registered]
+        if unknown:
+            raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
+        ledger = RequestLedger(DuckDBLedgerStore(settings.catalog_path), lease_seconds=settings.lease_seconds)
+        plan = plan_shots(registered, manifest, ledger.standings())
+        asked = {"resubmit_ambiguous": resubmit_ambiguous, "retry_refused": retry_refused}
+        summary = MaterializeSummary(requested=list(shot_ids or plan.targets(**asked)))
+        if not shot_ids:
+            summary.notes = plan.notes(**asked)
+        for note in summary.notes:
+            say(note)
+        job = build_definitions(settings).resolve_job_def("generate_shots").with_logger_defs({"console": console()})
+        config = {
+            "new_take": new_take,
+            "resubmit_ambiguous": resubmit_ambiguous,
+            "retry_refused": retry_refused,
+            "concurrency": concurrency,
+        }
+        run_config = {"ops": {"hailuo_shots": {"config": config}}, "loggers": {"console": {}}}
+        delivered: set[str] = set()
+        wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
+        for start, end in plan_shot_runs(registered, summary.requested, manifest, shots_per_run):
+            kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": range_tags(start, end)}
+            with one_planned_event_per_range():
+                result = job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False, **kwargs)
+            summary.run_ids.append(result.run_id)
+            # read from the instance: each shot's materialization is stored as it is delivered, also when a
+            # later shot fails the step; the last failure of a retried step holds each failed shot's reason
+            for record in dagster.all_logs(result.run_id, of_type=wanted):
+                event = record.dagster_event
+                if event is None:
+                    continue
+                if event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+                    materialization = event.step_materialization_data.materialization
+                    if materialization.asset_key.to_user_string() == "hailuo_video" and materialization.partition:
+                        delivered.add(materialization.partition)
+                else:
+                    summary.failed.update(failed_shots(event.step_failure_data, summary.requested))
+        summary.succeeded = [s for s in summary.requested if s in delivered]
+        for shot in summary.requested:  # a shot a retry delivered is no longer failed
+            if shot in delivered:
+                summary.failed.pop(shot, None)
             else:
-                summary.failed.update(failed_shots(event.step_failure_data, summary.requested))
-    summary.succeeded = [s for s in summary.requested if s in delivered]
-    for shot in summary.requested:  # a shot a retry delivered is no longer failed
-        if shot in delivered:
-            summary.failed.pop(shot, None)
-        else:
-            summary.failed.setdefault(
-                shot, ShotReason("its run stopped before the shot was tried", "run `hailuo materialize` again")
-            )
-    return summary
+                summary.failed.setdefault(
+                    shot, ShotReason("its run stopped before the shot was tried", "run `hailuo materialize` again")
+                )
+        return summary
 
 
 def failed_shots(failure: Any, targets: list[str]) -> dict[str, ShotReason]:

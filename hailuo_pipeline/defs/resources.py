@@ -19,6 +19,7 @@ from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
+from hailuo_pipeline.shots.remote import RemotePolicy
 
 _FAL_DEFAULTS = FalSettings(key="")
 
@@ -49,6 +50,13 @@ class ShotsResource(ConfigurableResource):
     """The data directory: `shots.csv`, the images it names, and `videos/`."""
 
     data_dir: str = Field(description="Directory holding shots.csv; videos land in its videos/ folder")
+    allowed_private_image_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts that image URLs may use although they are loopback or private ('*': any)",
+    )
+
+    def remote_images(self) -> RemotePolicy:
+        return RemotePolicy.allowing(self.allowed_private_image_hosts)
 
     @property
     def manifest_path(self) -> Path:

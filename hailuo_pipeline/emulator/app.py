@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.applications import Starlette
@@ -59,10 +61,19 @@ def _urls(request: Request, owner: str, alias: str, request_id: str) -> dict[str
     return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
 
-def build_app(state: EmulatorState) -> Starlette:
+ADMIN_HEADER = "x-emulator-admin"
+
+
+def build_app(state: EmulatorState, admin_token: str) -> Starlette:
     def authorized(request: Request) -> bool:
         header = request.headers.get("authorization", "")
         return not state.config.require_key or (header.startswith("Key ") and len(header) > 4)
+
+    def admin(request: Request) -> Response | None:
+        """The control endpoints switch faults and keys and read every prompt: they need the admin token."""
+        if secrets.compare_digest(request.headers.get(ADMIN_HEADER, ""), admin_token):
+            return None
+        return JSONResponse({"detail": f"send the emulator's admin token in {ADMIN_HEADER}"}, status_code=401)
 
     def unauthorized() -> JSONResponse:
         return JSONResponse({"detail": "No credentials; send Authorization: Key <FAL_KEY>"}, status_code=401)
@@ -88,7 +99,7 @@ def build_app(state: EmulatorState) -> Starlette:
         raw = await request.body()
         try:
             body = json.loads(raw)
-            image, duration = await asyncio.to_thread(validate_arguments, body)
+            image, duration = await asyncio.to_thread(validate_arguments, body, dict(state.uploads))
         except json.JSONDecodeError:
             return JSONResponse({"detail": [{"loc": ["body"], "msg": "Invalid JSON", "type": "json_invalid"}]}, 422)
         except ValidationFailed as failed:
@@ -98,12 +109,15 @@ def build_app(state: EmulatorState) -> Starlette:
         job = state.submit(endpoint, raw, body, image, duration)
         if state.take_counter_fault("hang_submits"):
             await asyncio.sleep(state.config.faults.hang_seconds)
+        answered_id = state.take_list_fault("request_ids") or job.request_id  # a lying fal
         answer = {
             "status": "IN_QUEUE",
-            "request_id": job.request_id,
+            "request_id": answered_id,
             "queue_position": state.queue_position(job, time.monotonic()),
             **_urls(request, owner, alias, job.request_id),
         }
+        if state.take_html_fault("submit"):
+            return HTMLResponse(INGRESS_PAGE.format(code="OK"))
         if state.take_counter_fault("cut_submit_answers"):
             return _CutOffAnswer(json.dumps(answer).encode())
         return JSONResponse(answer, headers={"x-fal-request-id": job.request_id})
@@ -112,6 +126,8 @@ def build_app(state: EmulatorState) -> Starlette:
         job = job_or_refusal(request, "status")
         if isinstance(job, Response):
             return job
+        if state.take_html_fault("status"):
+            return HTMLResponse(INGRESS_PAGE.format(code="OK"))
         now = time.monotonic()
         phase = job.phase(now)
         owner, alias = request.path_params["owner"], request.path_params["alias"]
@@ -159,7 +175,14 @@ def build_app(state: EmulatorState) -> Starlette:
         assert job.completed_at is not None
         if now > job.completed_at + state.result_ttl(job):
             return JSONResponse({"detail": "Request result has expired"}, status_code=404)
-        return JSONResponse(state.result_body(job, _base_url(request)), headers={"x-fal-request-id": job.request_id})
+        if (lie := state.take_list_fault("results")) is not None:
+            return JSONResponse(lie)
+        body = state.result_body(job, _base_url(request))
+        if (size := state.take_list_fault("file_sizes")) is not None:
+            body["video"]["file_size"] = size
+        if state.take_html_fault("result"):
+            return HTMLResponse(INGRESS_PAGE.format(code="OK"))
+        return JSONResponse(body, headers={"x-fal-request-id": job.request_id})
 
     async def cancel(request: Request) -> Response:
         job = job_or_refusal(request, "cancel")
@@ -182,6 +205,15 @@ def build_app(state: EmulatorState) -> Starlette:
         data = job.render.result()
         if state.take_counter_fault("truncate_downloads"):
             data = data[: len(data) // 2]
+        kind = state.config.faults.download_content_type
+        if state.take_counter_fault("endless_downloads"):
+
+            async def endless() -> AsyncIterator[bytes]:
+                while True:
+                    yield data[: 64 * 1024]
+                    await asyncio.sleep(0)
+
+            return StreamingResponse(endless(), media_type=kind)
         rate = state.config.faults.download_bytes_per_second
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -192,16 +224,49 @@ def build_app(state: EmulatorState) -> Starlette:
                     await asyncio.sleep(len(chunk) / rate)
                 yield chunk
 
-        return StreamingResponse(chunks(), media_type="video/mp4", headers={"content-length": str(len(data))})
+        return StreamingResponse(chunks(), media_type=kind, headers={"content-length": str(len(data))})
+
+    async def storage_token(request: Request) -> Response:
+        """fal's CDN token endpoint (fal_client asks it before an upload): needs the fal key."""
+        if not authorized(request):
+            return unauthorized()
+        token = uuid.uuid4().hex
+        with state.lock:
+            state.upload_tokens.add(token)
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        return JSONResponse(
+            {"token": token, "token_type": "Bearer", "base_url": _base_url(request), "expires_at": expires.isoformat()}
+        )
+
+    async def upload(request: Request) -> Response:
+        """fal's CDN upload: the body is the file; answers the URL it is served at."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme != "Bearer" or token not in state.upload_tokens:
+            return JSONResponse({"detail": "upload needs a storage token"}, status_code=401)
+        body = await request.body()
+        if len(body) > 64 * 1024 * 1024:
+            return JSONResponse({"detail": "file too large"}, status_code=413)
+        upload_id = state.store_upload(body)
+        return JSONResponse({"access_url": f"{_base_url(request)}/uploads/{upload_id}"})
+
+    async def uploaded(request: Request) -> Response:
+        data = state.uploads.get(request.path_params["upload_id"])
+        if data is None:
+            return JSONResponse({"detail": "File not found"}, status_code=404)
+        return Response(data, media_type="application/octet-stream")
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(state.stats())
+        return admin(request) or JSONResponse(state.stats())
 
     async def configure(request: Request) -> Response:
+        if (refused := admin(request)) is not None:
+            return refused
         state.configure(await request.json())
         return JSONResponse(state.stats()["config"])
 
     async def reset(request: Request) -> Response:
+        if (refused := admin(request)) is not None:
+            return refused
         state.reset()
         return JSONResponse({"reset": True})
 
@@ -214,6 +279,9 @@ def build_app(state: EmulatorState) -> Starlette:
             Route("/_emulator/stats", stats),
             Route("/_emulator/config", configure, methods=["POST"]),
             Route("/_emulator/reset", reset, methods=["POST"]),
+            Route("/storage/auth/token", storage_token, methods=["POST"]),
+            Route("/files/upload", upload, methods=["POST"]),
+            Route("/uploads/{upload_id}", uploaded),
             Route("/files/{name}", download),
             Route("/{owner}/{alias}/requests/{request_id}/status", status),
             Route("/{owner}/{alias}/requests/{request_id}/cancel", cancel, methods=["PUT"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -23,12 +24,16 @@ class TlsFiles:
 
 
 def write_tls_files(directory: Path) -> TlsFiles:
-    directory.mkdir(parents=True, exist_ok=True)
+    """A private CA and the server's certificate; the directory and the private key are the owner's only."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     ca = trustme.CA()
     server_cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
     files = TlsFiles(directory / "emulator-ca.pem", directory / "emulator-cert.pem", directory / "emulator-key.pem")
     ca.cert_pem.write_to_path(str(files.ca))
     server_cert.cert_chain_pems[0].write_to_path(str(files.cert))
+    files.key.touch(mode=0o600)
+    files.key.chmod(0o600)
     server_cert.private_key_pem.write_to_path(str(files.key))
     return files
 
@@ -38,13 +43,14 @@ class EmulatorServer:
 
     def __init__(self, state_dir: Path, port: int = 0, config: EmulatorConfig | None = None) -> None:
         self.tls = write_tls_files(state_dir)
+        self.admin_token = secrets.token_urlsafe(24)  # for /_emulator/config, /reset and /stats
         self.state = EmulatorState(config)
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", port))
         self.port = self._socket.getsockname()[1]
         served = uvicorn.Config(
-            build_app(self.state),
+            build_app(self.state, self.admin_token),
             ssl_certfile=str(self.tls.cert),
             ssl_keyfile=str(self.tls.key),
             log_level="warning",

@@ -42,6 +42,13 @@ class Faults:
     hang_submits: int = 0  # next submits create the job but never answer
     cut_submit_answers: int = 0  # next submits create the job, then the connection drops mid-answer
     hang_seconds: float = 3600.0
+    # a misbehaving fal: answers that lie or are not what they claim to be
+    request_ids: list[str] = field(default_factory=list)  # next submits answer with these ids (jobs are real)
+    results: list[Any] = field(default_factory=list)  # next result fetches answer 200 with these bodies
+    file_sizes: list[Any] = field(default_factory=list)  # next real results claim these file sizes
+    html: dict[str, int] = field(default_factory=dict)  # endpoint -> next N calls answer 200 with an HTML page
+    download_content_type: str = "video/mp4"
+    endless_downloads: int = 0  # next downloads never end
 
 
 @dataclass
@@ -94,7 +101,10 @@ def _detail(loc: str, msg: str, kind: str, value: Any = None) -> dict[str, Any]:
     return entry
 
 
-def decode_image_url(image_url: str) -> bytes:
+def decode_image_url(image_url: str, uploads: dict[str, bytes] | None = None) -> bytes:
+    upload = image_url.rsplit("/uploads/", 1)[-1] if "/uploads/" in image_url else None
+    if upload is not None and uploads is not None and upload in uploads:  # our own storage stand-in
+        return uploads[upload]
     if image_url.startswith("data:"):
         header, _, payload = image_url.partition(",")
         if ";base64" not in header:
@@ -107,7 +117,7 @@ def decode_image_url(image_url: str) -> bytes:
     raise ValueError("image_url must be an http(s) URL or a data URI")
 
 
-def validate_arguments(body: Any) -> tuple[bytes, int]:
+def validate_arguments(body: Any, uploads: dict[str, bytes] | None = None) -> tuple[bytes, int]:
     """The model's own input checks, answered as fal's 422 detail list."""
     if not isinstance(body, dict):
         raise ValidationFailed([_detail("body", "Input should be a JSON object", "model_attributes_type")])
@@ -130,7 +140,7 @@ def validate_arguments(body: Any) -> tuple[bytes, int]:
         details.append(_detail("image_url", "Field required", "missing"))
     else:
         try:
-            image_bytes = decode_image_url(image_url)
+            image_bytes = decode_image_url(image_url, uploads)
             image_problem = _image_problem(image_bytes)
         except (ValueError, httpx.HTTPError) as exc:
             image_problem = f"image could not be read: {exc}"
@@ -167,6 +177,8 @@ class EmulatorState:
         self.submissions_by_body: Counter[str] = Counter()
         self.submissions_by_prompt: Counter[str] = Counter()
         self.cancelled: list[str] = []
+        self.uploads: OrderedDict[str, bytes] = OrderedDict()  # fal storage stand-in: id -> bytes
+        self.upload_tokens: set[str] = set()
         self.lock = threading.Lock()
         self._renders: OrderedDict[tuple[str, int], Future[bytes]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=render_workers, thread_name_prefix="emulator-render")
@@ -207,6 +219,27 @@ class EmulatorState:
             self.counters[endpoint] += 1
             queue = self.config.faults.http.get(endpoint)
             return queue.pop(0) if queue else None
+
+    def take_list_fault(self, name: str) -> Any:
+        """The next value of a list fault (request_ids, results), or None when there is none."""
+        with self.lock:
+            queue = getattr(self.config.faults, name)
+            return queue.pop(0) if queue else None
+
+    def take_html_fault(self, endpoint: str) -> bool:
+        with self.lock:
+            left = self.config.faults.html.get(endpoint, 0)
+            if left > 0:
+                self.config.faults.html[endpoint] = left - 1
+            return left > 0
+
+    def store_upload(self, data: bytes) -> str:
+        with self.lock:
+            upload_id = uuid.uuid4().hex
+            self.uploads[upload_id] = data
+            while len(self.uploads) > 32:
+                self.uploads.popitem(last=False)
+            return upload_id
 
     def take_counter_fault(self, name: str) -> bool:
         with self.lock:

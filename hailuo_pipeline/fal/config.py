@@ -10,8 +10,30 @@ from dataclasses import dataclass
 
 import fal_client
 
+from hailuo_pipeline.fal.hooks import route_storage_to_queue_host
 from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline.redact import masked
 from hailuo_pipeline.shots.validation import ImageInput, ShotRequest
+
+
+class FalKeyError(ValueError):
+    """FAL_KEY is missing or cannot be sent as it is (a copy-paste brought whitespace or control characters)."""
+
+
+def checked_fal_key(key: str) -> str:
+    """The key as fal_client will send it, or FalKeyError with the key shown masked. A key with stray
+    whitespace would otherwise fail inside the HTTP library, with the key in the error's text."""
+    if not key:
+        raise FalKeyError("FAL_KEY is not set; export your fal key (or run `hailuo demo` to try it offline)")
+    stray = sorted({repr(ch) for ch in key if ch.isspace() or not ch.isprintable()})
+    if stray:
+        raise FalKeyError(
+            f"FAL_KEY {masked(key)} contains {', '.join(stray)}, which cannot be sent in a header; "
+            "copy the key again without surrounding spaces or line breaks"
+        )
+    if not key.isascii():
+        raise FalKeyError(f"FAL_KEY {masked(key)} contains non-ASCII characters; copy the key again")
+    return key
 
 
 @dataclass(frozen=True)
@@ -34,7 +56,8 @@ class FalSettings:
     download_timeout_seconds: float = 300.0
 
     def client(self) -> fal_client.AsyncClient:
-        return fal_client.AsyncClient(key=self.key, default_timeout=self.submit_timeout_seconds)
+        route_storage_to_queue_host()
+        return fal_client.AsyncClient(key=checked_fal_key(self.key), default_timeout=self.submit_timeout_seconds)
 
     async def image_argument(self, client: fal_client.AsyncClient, request: ShotRequest) -> str:
         """http(s) images pass through unchanged; local ones are inlined or uploaded."""

@@ -16,6 +16,21 @@ import fal_client
 import httpx
 
 RequestHook = Callable[[httpx.Request], Awaitable[None]]
+FAL_QUEUE_HOST = "queue.fal.run"
+
+
+def route_storage_to_queue_host() -> str | None:
+    """fal_client uploads to fal's own storage hosts (rest.fal.ai, v3.fal.media) whatever
+    FAL_QUEUE_RUN_HOST says. Where the queue host is not fal's (the emulator, a proxy), send uploads
+    there too, so that a stand-in never leads the key to fal's real storage. Returns the storage URL
+    when it was routed."""
+    from fal_client import client as fal_module
+
+    host = fal_module.FAL_QUEUE_RUN_HOST  # read by fal_client from the environment when it was imported
+    if host == FAL_QUEUE_HOST:
+        return None
+    fal_module.REST_URL = fal_module.CDN_URL = f"https://{host}"
+    return fal_module.REST_URL
 
 
 async def add_request_hook(client: fal_client.AsyncClient, hook: RequestHook) -> None:

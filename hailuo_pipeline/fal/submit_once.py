@@ -22,10 +22,20 @@ import fal_client
 import httpx
 
 from hailuo_pipeline.fal.hooks import add_request_hook
+from hailuo_pipeline.fal.replies import BadReply, checked_request_id
+from hailuo_pipeline.redact import redact
 
 
 class SubmitReplayRefused(Exception):
     """Raised in place of a replay. It is not an httpx error, so fal_client passes it straight up."""
+
+
+class SubmitNotSent(Exception):
+    """No attempt of this submit reached fal unanswered: nothing can have been created, nothing paid."""
+
+
+class SubmitUnanswered(Exception):
+    """The submit may have reached fal and its answer was lost, cut off or unreadable: fal may have a job."""
 
 
 @dataclass
@@ -35,7 +45,7 @@ class _Attempts:
     failure: BaseException | None = None
 
     async def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        if event.endswith("send_request_headers.started"):
+        if event.endswith("send_request_headers.complete"):
             self.sent += 1
         elif event.endswith("receive_response_body.complete"):
             self.answered += 1
@@ -63,8 +73,22 @@ async def submit_once(
 ) -> fal_client.AsyncRequestHandle:
     """`client.submit`, minus the replays that could create a second paid job."""
     await add_request_hook(client, _before_each_attempt)
-    token = _current_submit.set(_Attempts())
+    attempts = _Attempts()
+    token = _current_submit.set(attempts)
     try:
-        return await client.submit(application, arguments, start_timeout=start_timeout)
+        handle = await client.submit(application, arguments, start_timeout=start_timeout)
+    except fal_client.FalClientHTTPError:
+        raise  # fal answered, with an error: no job
+    except (ValueError, KeyError, TypeError) as exc:  # an answer came, but not one fal_client could read
+        raise SubmitUnanswered(f"fal's answer to the submit could not be read ({redact(repr(exc))})") from exc
+    except Exception as exc:
+        if attempts.sent > attempts.answered:
+            raise SubmitUnanswered(f"the submit got no answer ({redact(repr(exc))})") from exc
+        raise SubmitNotSent(f"the submit could not be sent ({redact(repr(exc))})") from exc
     finally:
         _current_submit.reset(token)
+    try:
+        checked_request_id(handle.request_id)
+    except BadReply as exc:
+        raise SubmitUnanswered(str(exc)) from exc
+    return handle

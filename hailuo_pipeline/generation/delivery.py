@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow, VideoRow
 from hailuo_pipeline.fal.config import FalSettings
-from hailuo_pipeline.generation.download import DownloadError, download_video
+from hailuo_pipeline.fal.replies import BadReply, VideoEntry, checked_request_id, checked_video
+from hailuo_pipeline.generation.download import DownloadedVideo, DownloadError, download_video
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
     PermanentShotFailure,
@@ -25,6 +25,17 @@ from hailuo_pipeline.video.probe import problems_with
 GONE = (404, 410)
 
 
+def video_path(videos_dir: Path, shot_id: str, take: int, request_id: str) -> Path:
+    """Where a take's video lives: built from a validated shot id and request id, and checked to resolve
+    inside the video store whatever those held."""
+    name = f"take{take:03d}-{checked_request_id(request_id)}.mp4"
+    store = videos_dir.resolve()
+    path = (store / shot_id / name).resolve()
+    if not path.is_relative_to(store) or path.parent.parent != store:
+        raise BadReply(f"the video path for shot {shot_id!r} and request {request_id!r} leaves the video store")
+    return path
+
+
 class Delivery:
     def __init__(
         self, fal: FalSettings, http: httpx.AsyncClient, ledger: RequestLedger, videos_dir: Path, log: RunLog
@@ -35,27 +46,35 @@ class Delivery:
         self.videos_dir = videos_dir
         self.log = log
 
-    async def deliver(self, row: RequestRow, video: dict[str, Any] | None) -> tuple[VideoRow, RequestRow]:
-        """`video` is the result's video entry, or None to use the result stored in the ledger.
+    async def deliver(self, row: RequestRow, video: VideoEntry | None) -> tuple[VideoRow, RequestRow]:
+        """`video` is the result's checked video entry, or None to use the result stored in the ledger.
         Returns the recorded video and the request's final row."""
         assert row.request_id is not None
         if video is None:
-            video = ((await asyncio.to_thread(self.ledger.result_of, row.request_key)) or {}).get("video") or {}
-        url = video.get("url") or row.video_url
-        expected = video.get("file_size")
-        if not url:
-            raise TransientShotFailure(row.shot_id, "the ledger has no video URL for this request yet", FIX_RESUMABLE)
-        destination = self.videos_dir / row.shot_id / f"take{row.take:03d}-{row.request_id}.mp4"
+            try:
+                video = checked_video(await asyncio.to_thread(self.ledger.result_of, row.request_key))
+            except BadReply as exc:
+                cause = f"the ledger holds no usable result yet ({exc})"
+                raise TransientShotFailure(row.shot_id, cause, FIX_RESUMABLE) from exc
+        destination = video_path(self.videos_dir, row.shot_id, row.take, row.request_id)
+        downloaded: DownloadedVideo | None = None
         last_error: DownloadError | None = None
         for attempt in range(1, self.fal.download_attempts + 1):
             try:
-                downloaded = await download_video(self.http, url, destination, expected)
+                downloaded = await download_video(
+                    self.http, video.url, destination, video.file_size, self.fal.download_timeout_seconds
+                )
                 break
             except DownloadError as exc:
                 last_error = exc
-                self.log.warning(f"{row.shot_id}: download attempt {attempt} failed ({exc}); fetching again")
+                again = exc.worth_retrying and attempt < self.fal.download_attempts
+                self.log.warning(
+                    f"{row.shot_id}: download attempt {attempt} failed ({exc})" + ("; fetching again" if again else "")
+                )
+                if not again:
+                    break
                 await asyncio.sleep(min(0.5 * attempt, 5))
-        else:
+        if downloaded is None:
             assert last_error is not None
             if last_error.status_code in GONE:
                 message = f"fal's video for request {row.request_id} is gone ({last_error})"
@@ -85,7 +104,7 @@ class Delivery:
                 fps=probe.fps,
                 frames=probe.frames,
                 duration_seconds=probe.duration_seconds,
-                source_url=url,
+                source_url=video.url,
             ),
         )
         self.log.info(

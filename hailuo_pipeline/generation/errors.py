@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hailuo_pipeline.redact import redact
+
 # fal's request error types (infrastructure), which fal itself retries and which may pass
 TRANSIENT_ERROR_TYPES = frozenset(
     {
@@ -51,6 +53,7 @@ class ShotFailure(Exception):
     permanent: bool = False
 
     def __init__(self, shot_id: str, cause: str, fix: str) -> None:
+        cause, fix = redact(cause), redact(fix)  # every failure's text is shown and stored: never a secret
         super().__init__(f"shot {shot_id!r}: {cause}. Fix: {fix}")
         self.shot_id = shot_id
         self.cause = cause

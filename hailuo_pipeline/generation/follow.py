@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import fal_client
 import httpx
@@ -18,6 +18,7 @@ from hailuo_pipeline.catalog.rows import RequestRow, Status
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import counting_status_calls
 from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
+from hailuo_pipeline.fal.replies import BadReply, NoVideo, VideoEntry, checked_video
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
     FIX_TRANSIENT,
@@ -44,7 +45,7 @@ class RequestFollower:
         self.completion = CompletionEstimate()
         self.detailed_logs = True
 
-    async def follow(self, row: RequestRow, submitted_at: float | None = None) -> tuple[dict[str, Any], int]:
+    async def follow(self, row: RequestRow, submitted_at: float | None = None) -> tuple[VideoEntry, int]:
         """Poll politely until fal finishes, then store the result; returns the result's `video` entry
         (url, file_size, ...) and the status calls fal saw, fal_client's replays included."""
         assert row.request_id is not None
@@ -54,7 +55,7 @@ class RequestFollower:
             finally:
                 await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count)
 
-    async def _follow(self, row: RequestRow, request_id: str, submitted_at: float | None) -> dict[str, Any]:
+    async def _follow(self, row: RequestRow, request_id: str, submitted_at: float | None) -> VideoEntry:
         handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
         shot_id = row.shot_id
         errors, last_position, seen_logs = 0, None, 0
@@ -82,7 +83,7 @@ class RequestFollower:
                 errors, failing_since = await self._poll_failed(row, exc, errors, failing_since)
                 await asyncio.sleep(schedule.next_wait())
                 continue
-            except (httpx.HTTPError, TimeoutError) as exc:
+            except (httpx.HTTPError, TimeoutError, ValueError) as exc:  # ValueError: an answer that is not JSON
                 errors, failing_since = await self._poll_failed(row, exc, errors, failing_since)
                 await asyncio.sleep(schedule.next_wait())
                 continue
@@ -98,7 +99,8 @@ class RequestFollower:
                     await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_PROGRESS)
                     recorded = Status.IN_PROGRESS
                 for entry in (status.logs or [])[seen_logs:] if self.detailed_logs else []:
-                    self.log.info(f"{shot_id}: {entry.get('message', entry)}")
+                    text = entry.get("message", entry) if isinstance(entry, dict) else entry
+                    self.log.info(f"{shot_id}: fal: {str(text)[:300]}")
                 seen_logs = max(seen_logs, len(status.logs or []))
             elif isinstance(status, fal_client.Completed):
                 schedule.finished()
@@ -108,15 +110,20 @@ class RequestFollower:
         if status.error:
             await self._record_model_error(row, handle, status)
         result = await self._fetch_result(row, handle)
-        video = result.get("video") if isinstance(result, dict) else None
-        if not isinstance(video, dict) or not video.get("url"):
-            message = f"fal completed request {request_id} but its result holds no video"
+        try:
+            video = checked_video(result)
+        except NoVideo as exc:
+            message = f"fal completed request {request_id} but {exc}"
             await asyncio.to_thread(
                 self.ledger.mark_failed, row.request_key, "no_media_generated", message, permanent=True
             )
-            raise PermanentShotFailure(shot_id, message, fix_for_refusal("no_media_generated"))
-        inference = (status.metrics or {}).get("inference_time")
-        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video["url"], inference)
+            raise PermanentShotFailure(shot_id, message, fix_for_refusal("no_media_generated")) from exc
+        except BadReply as exc:
+            await self._lost(row, "bad_result", f"fal completed request {request_id} but {exc}")
+        metrics = status.metrics if isinstance(status.metrics, dict) else {}
+        inference = metrics.get("inference_time")
+        inference = float(inference) if isinstance(inference, int | float) and 0 <= inference < 86400 else None
+        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video.url, inference)
         return video
 
     async def _poll_failed(
@@ -200,6 +207,6 @@ class RequestFollower:
             FIX_TRANSIENT,
         )
 
-    async def _lost(self, row: RequestRow, error_type: str, message: str) -> None:
+    async def _lost(self, row: RequestRow, error_type: str, message: str) -> NoReturn:
         await asyncio.to_thread(self.ledger.mark_lost, row.request_key, error_type, message)
         raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))

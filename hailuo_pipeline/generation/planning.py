@@ -17,6 +17,7 @@ from pathlib import Path
 from hailuo_pipeline.catalog.decisions import ShotStanding, ShotState
 from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.generation.errors import RESUBMIT_AMBIGUOUS, RETRY_REFUSED
+from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import TRUE_WORDS, Manifest, Shot
 from hailuo_pipeline.shots.validation import quick_problem
 
@@ -138,7 +139,7 @@ def inputs_changed(row: RequestRow, shot: Shot, image_sha256: Callable[[Shot], s
         shot.prompt,
         shot.duration.strip(),
         optimizer,
-        shot.image,
+        redact(shot.image),  # stored redacted
     ):
         return True
     current = image_sha256(shot)

@@ -17,20 +17,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import fal_client
 import httpx
 
-from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions, lease_expires_in
+from hailuo_pipeline.catalog.decisions import ClaimKind, lease_expires_in
 from hailuo_pipeline.catalog.ledger import BudgetExceededError, Claim, NoPriceError, RequestLedger
-from hailuo_pipeline.catalog.rows import Budget, NewRequest, RequestRow, Status, VideoRow, utcnow
+from hailuo_pipeline.catalog.rows import NewRequest, RequestRow, Status, utcnow
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import watch_status_calls
+from hailuo_pipeline.fal.replies import VideoEntry
 from hailuo_pipeline.generation.delivery import Delivery
-from hailuo_pipeline.generation.download import file_matches
+from hailuo_pipeline.generation.download import file_matches, remove_abandoned_everywhere
 from hailuo_pipeline.generation.errors import (
     PermanentShotFailure,
     ShotFailure,
@@ -40,43 +40,15 @@ from hailuo_pipeline.generation.errors import (
 )
 from hailuo_pipeline.generation.follow import RequestFollower
 from hailuo_pipeline.generation.log import RunLog
+from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.submit import fingerprint, ledger_arguments, submit
+from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 DETAILED_LOG_SHOTS = 8
 SUMMARY_SECONDS = 15.0
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    new_take: bool = False
-    resubmit_ambiguous: bool = False
-    retry_refused: bool = False
-    resume_only: bool = False  # deliver requests left behind; never submit
-    budget: Budget = field(default_factory=Budget)
-
-    @property
-    def claims(self) -> ClaimOptions:
-        return ClaimOptions(self.new_take, self.resubmit_ambiguous, self.retry_refused)
-
-
-@dataclass
-class ShotOutcome:
-    shot_id: str
-    video: VideoRow | None = None
-    request: RequestRow | None = None
-    reused: bool = False  # a video paid for before this attempt: nothing was spent now
-    resumed: bool = False  # a request left behind by an earlier run, delivered by id
-    skipped: str | None = None  # nothing to do (a resume-only attempt with nothing left behind)
-    failure: ShotFailure | None = None
-    polls: int = 0
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None and self.video is not None
 
 
 class ShotGenerator:
@@ -112,6 +84,7 @@ class ShotGenerator:
         self._follower = RequestFollower(self.fal, self._client, self.ledger, self.log)
         self._delivery = Delivery(self.fal, self._http, self.ledger, self.videos_dir, self.log)
         self._leases = asyncio.create_task(self._renew_leases())
+        await asyncio.to_thread(remove_abandoned_everywhere, self.videos_dir)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -190,7 +163,7 @@ class ShotGenerator:
                 outcome.skipped = "no request left behind to resume"
             else:
                 try:
-                    request = await asyncio.to_thread(validate_shot, shot)
+                    request = await asyncio.to_thread(validate_shot, shot, self.options.remote_images)
                 except ShotInputError as exc:
                     raise PermanentShotFailure(shot.shot_id, exc.problem, exc.fix) from exc
                 if on_valid is not None:
@@ -198,6 +171,13 @@ class ShotGenerator:
                 await self._generate(request, outcome)
         except ShotFailure as failure:
             outcome.failure = failure
+        except Exception as exc:  # the one boundary: a surprise in one shot is that shot's failure, not the batch's
+            outcome.failure = PermanentShotFailure(
+                shot.shot_id,
+                f"unexpected {type(exc).__name__}: {exc}",
+                "a request already at fal is kept in the ledger and resumed by its id; if this repeats, "
+                "report it with the run's log",
+            )
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -227,7 +207,7 @@ class ShotGenerator:
             shot_id=request.shot_id,
             fingerprint=fingerprint(request.shot_id, self.fal.endpoint_id, arguments),
             endpoint=self.fal.endpoint_id,
-            arguments={**arguments, "image": request.shot.image},
+            arguments={**arguments, "image": redact(request.shot.image)},
             duration_seconds=request.duration,
             run_id=self.run_id,
             partition_key=request.shot_id,
@@ -298,7 +278,7 @@ class ShotGenerator:
     async def _see_through(self, row: RequestRow, outcome: ShotOutcome, submitted_at: float | None = None) -> None:
         """Follow a request fal has (leased to this generator) until its video is delivered and recorded."""
         assert row.request_id is not None
-        video: dict[str, Any] | None = None
+        video: VideoEntry | None = None
         if row.status not in (Status.COMPLETED, Status.SUCCEEDED) or not row.video_url:
             self.in_flight[row.request_key] = (row.request_id, row.shot_id)
             try:

@@ -6,15 +6,14 @@ import asyncio
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import fal_client
-import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.fal.config import FalSettings
-from hailuo_pipeline.fal.submit_once import SubmitReplayRefused, submit_once
+from hailuo_pipeline.fal.submit_once import SubmitNotSent, SubmitUnanswered, submit_once
 from hailuo_pipeline.generation.errors import (
     PermanentShotFailure,
     TransientShotFailure,
@@ -23,8 +22,6 @@ from hailuo_pipeline.generation.errors import (
     is_input_refusal,
 )
 from hailuo_pipeline.shots.validation import ShotRequest
-
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 def fingerprint(shot_id: str, endpoint: str, arguments: dict[str, Any]) -> str:
@@ -47,28 +44,25 @@ async def submit(
     fal: FalSettings, client: fal_client.AsyncClient, ledger: RequestLedger, request: ShotRequest, row: RequestRow
 ) -> tuple[str, float]:
     """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
+    try:
+        image_url = await fal.image_argument(client, request)
+    except Exception as exc:  # uploading to fal's storage is not a submit: nothing can be paid yet
+        await _not_sent(ledger, row, request, f"uploading the image to fal's storage failed ({exc!r})")
     payload = {
         "prompt": request.prompt,
-        "image_url": await fal.image_argument(client, request),
+        "image_url": image_url,
         "prompt_optimizer": request.prompt_optimizer,
         "duration": str(request.duration),
     }
     sent_at = time.monotonic()
     try:
         handle = await submit_once(client, fal.endpoint_id, payload, start_timeout=fal.submit_timeout_seconds)
-    except NOT_SENT as exc:
-        await asyncio.to_thread(ledger.mark_failed, row.request_key, "not_sent", repr(exc))
-        raise TransientShotFailure(
-            request.shot_id,
-            f"could not reach fal ({exc!r}); nothing was submitted",
-            "check the network (and FAL_QUEUE_RUN_HOST, if set); nothing was paid, so running again is safe",
-        ) from exc
-    except (httpx.TransportError, SubmitReplayRefused) as exc:  # sent, no answer: fal may have a job
-        await asyncio.to_thread(ledger.mark_ambiguous, row.request_key, f"submit got no answer: {exc!r}")
+    except SubmitNotSent as exc:
+        await _not_sent(ledger, row, request, str(exc))
+    except SubmitUnanswered as exc:  # fal may have a job
+        await asyncio.to_thread(ledger.mark_ambiguous, row.request_key, str(exc))
         raise PermanentShotFailure(
-            request.shot_id,
-            f"the submit got no answer ({exc!r}); fal may have created a job we cannot see",
-            fix_for_ambiguous(row.request_key),
+            request.shot_id, f"{exc}; fal may have created a job we cannot see", fix_for_ambiguous(row.request_key)
         ) from exc
     except fal_client.FalClientHTTPError as exc:
         failure = failure_for_http(request.shot_id, exc.status_code, exc.error_type, exc.message, "submitting")
@@ -82,3 +76,13 @@ async def submit(
         raise failure from exc
     await asyncio.to_thread(ledger.mark_submitted, row.request_key, handle.request_id)
     return handle.request_id, sent_at
+
+
+async def _not_sent(ledger: RequestLedger, row: RequestRow, request: ShotRequest, cause: str) -> NoReturn:
+    """Nothing reached fal: the reservation is released and the shot may simply be run again."""
+    await asyncio.to_thread(ledger.mark_failed, row.request_key, "not_sent", cause)
+    raise TransientShotFailure(
+        request.shot_id,
+        f"{cause}; nothing was submitted",
+        "check the network (and FAL_QUEUE_RUN_HOST, if set); nothing was paid, so running again is safe",
+    )

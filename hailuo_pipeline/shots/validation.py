@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
+from urllib.parse import urlsplit
 
-import httpx
 from PIL import Image, UnidentifiedImageError
 
 from hailuo_pipeline import model_limits as limits
+from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import FALSE_WORDS, TRUE_WORDS, Shot
+from hailuo_pipeline.shots.remote import RemoteImageError, RemotePolicy, fetch_image
+
+# Decoding a large image takes memory (width x height x 3 bytes): at most this many decodes at once, whatever
+# the batch's concurrency, bounds validation's memory (docs/benchmarks.md measures it).
+_DECODE_SLOTS = threading.BoundedSemaphore(2)
+Image.MAX_IMAGE_PIXELS = limits.MAX_IMAGE_PIXELS  # Pillow's own bomb check, at the model's sensible limit
 
 ACCEPTED_MODES = {"RGB", "L", "P"}  # P (palette) only without transparency
 
@@ -54,36 +63,45 @@ class ShotRequest:
         return self.shot.shot_id
 
 
-def read_image_bytes(shot: Shot, timeout: float = 30.0) -> bytes:
+def read_image_bytes(shot: Shot, remote: RemotePolicy | None = None) -> bytes:
     if not shot.image:
         raise ShotInputError(shot.shot_id, "the image column is empty", "give a path or an http(s) URL")
+    scheme = urlsplit(shot.image).scheme.lower()
     if shot.image_is_url:
         try:
-            response = httpx.get(shot.image, timeout=timeout, follow_redirects=True)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise ShotInputError(
-                shot.shot_id, f"the image URL {shot.image} could not be fetched ({exc})", "check the URL"
-            ) from exc
-        return response.content
+            return fetch_image(shot.image, remote or RemotePolicy())
+        except RemoteImageError as exc:
+            raise ShotInputError(shot.shot_id, exc.problem, exc.fix) from exc
+    if len(scheme) > 1:  # file://, ftp://, s3://...; a Windows drive letter is one character
+        raise ShotInputError(
+            shot.shot_id,
+            f"the image {redact(shot.image)!r} uses the {scheme}: scheme, which is not supported",
+            "give a local path, or an http(s) URL",
+        )
     path = shot.image_path()
-    if not path.is_file():
+    if not path.exists():
         raise ShotInputError(
             shot.shot_id,
             f"image file {path} does not exist",
             "give a path relative to shots.csv, an absolute path, or an http(s) URL",
         )
-    if path.stat().st_size >= limits.MAX_IMAGE_BYTES:
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file (a device, socket or pipe)"
+        raise ShotInputError(shot.shot_id, f"image path {path} is {kind}", "point the image column at an image file")
+    size = path.stat().st_size
+    if size >= limits.MAX_IMAGE_BYTES:
         raise ShotInputError(
             shot.shot_id,
-            f"image {path.name} is {path.stat().st_size / 2**20:.1f} MB; the model takes images under 20 MB",
+            f"image {path.name} is {size / 2**20:.1f} MB; the model takes images under 20 MB",
             "re-encode it smaller (e.g. JPEG quality 90) or downscale it",
         )
-    return path.read_bytes()
+    with path.open("rb") as handle:  # never more than the limit, even if the file grows meanwhile
+        return handle.read(limits.MAX_IMAGE_BYTES)
 
 
 def validate_image(shot_id: str, data: bytes) -> ImageInput:
-    """Decode the whole image: truncated files only show themselves here."""
+    """Decode the whole image: truncated files only show themselves here. The header is checked first,
+    so an image too large to decode safely is refused before a byte of it is decoded."""
     if len(data) >= limits.MAX_IMAGE_BYTES:
         raise ShotInputError(
             shot_id,
@@ -91,12 +109,24 @@ def validate_image(shot_id: str, data: bytes) -> ImageInput:
             "re-encode it smaller (e.g. JPEG quality 90) or downscale it",
         )
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            probe.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            _check_header(shot_id, image)
-            image.load()
-            width, height, fmt = image.width, image.height, image.format or "unknown"
+        with warnings.catch_warnings():
+            # up to twice the limit, Pillow only warns: the header check below then names the size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                _check_header(shot_id, image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _DECODE_SLOTS, Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            with _DECODE_SLOTS, Image.open(io.BytesIO(data)) as image:
+                image.load()
+                width, height, fmt = image.width, image.height, image.format or "unknown"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ShotInputError(
+            shot_id,
+            f"image is too large to decode safely ({exc})",
+            f"downscale it to at most {limits.MAX_IMAGE_PIXELS // 1_000_000} megapixels",
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ShotInputError(
             shot_id, f"image cannot be decoded ({exc})", "re-export it as a complete JPEG, PNG or WebP file"
@@ -115,6 +145,13 @@ def _check_header(shot_id: str, image: Image.Image) -> None:
         )
     if mode not in ACCEPTED_MODES:
         raise ShotInputError(shot_id, f"image colour mode is {mode}", "convert it to RGB (sRGB) and save again")
+    if width * height > limits.MAX_IMAGE_PIXELS:
+        raise ShotInputError(
+            shot_id,
+            f"image is {width}x{height} ({width * height / 1e6:.0f} megapixels); images over "
+            f"{limits.MAX_IMAGE_PIXELS // 1_000_000} megapixels are not decoded (the video is 768p)",
+            f"downscale it to at most {limits.MAX_IMAGE_PIXELS // 1_000_000} megapixels",
+        )
     if min(width, height) <= limits.MIN_SHORT_SIDE_PX:
         raise ShotInputError(
             shot_id,
@@ -130,7 +167,8 @@ def _check_header(shot_id: str, image: Image.Image) -> None:
 
 
 def quick_problem(shot: Shot) -> str | None:
-    """A cheap pre-check (fields, file size and image header, no decode) for planning batches."""
+    """A cheap pre-check (fields, file size and image header, no decode) for planning batches; any
+    surprise at all makes the shot doubtful (it then gets a run of its own, where it is refused by name)."""
     try:
         validate_prompt(shot.shot_id, shot.prompt)
         validate_duration(shot.shot_id, shot.duration)
@@ -140,12 +178,14 @@ def quick_problem(shot: Shot) -> str | None:
         path = shot.image_path()
         if not path.is_file() or path.stat().st_size >= limits.MAX_IMAGE_BYTES:
             read_image_bytes(shot)  # raises with the precise message
-        with Image.open(path) as image:
-            _check_header(shot.shot_id, image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the header check names it
+            with Image.open(path) as image:
+                _check_header(shot.shot_id, image)
     except ShotInputError as exc:
         return str(exc)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return f"shot {shot.shot_id!r}: image cannot be decoded ({exc})"
+    except Exception as exc:  # a pre-check: whatever fails here is refused by name by the real check
+        return f"shot {shot.shot_id!r}: image cannot be read ({redact(exc)})"
     return None
 
 
@@ -162,13 +202,13 @@ def validate_prompt(shot_id: str, prompt: str) -> str:
 
 
 def validate_duration(shot_id: str, duration: str) -> int:
-    allowed = " or ".join(str(d) for d in limits.DURATIONS_SECONDS)
-    try:
-        seconds = int(duration)
-    except ValueError:
-        seconds = None
-    if seconds not in limits.DURATIONS_SECONDS:
-        raise ShotInputError(shot_id, f"duration {duration!r} is not offered", f"set duration to {allowed}")
+    """Exactly the offered values, as written: `int()` would read '1_0' as 10 and charge for it."""
+    offered = {str(d): d for d in limits.DURATIONS_SECONDS}
+    seconds = offered.get(duration.strip())
+    if seconds is None:
+        raise ShotInputError(
+            shot_id, f"duration {duration!r} is not offered", f"set duration to {' or '.join(offered)}"
+        )
     return seconds
 
 
@@ -181,10 +221,10 @@ def validate_prompt_optimizer(shot_id: str, value: str) -> bool:
     raise ShotInputError(shot_id, f"prompt_optimizer {value!r} is not a boolean", "write true or false")
 
 
-def validate_shot(shot: Shot) -> ShotRequest:
+def validate_shot(shot: Shot, remote: RemotePolicy | None = None) -> ShotRequest:
     """Everything the model checks, checked here first; raises ShotInputError naming the fix."""
     prompt = validate_prompt(shot.shot_id, shot.prompt)
     duration = validate_duration(shot.shot_id, shot.duration)
     optimizer = validate_prompt_optimizer(shot.shot_id, shot.prompt_optimizer)
-    image = validate_image(shot.shot_id, read_image_bytes(shot))
+    image = validate_image(shot.shot_id, read_image_bytes(shot, remote))
     return ShotRequest(shot, image, prompt, duration, optimizer)

@@ -30,6 +30,7 @@ from hailuo_pipeline.defs.compat import (
     get_input_event_pointer_tag,
 )
 from hailuo_pipeline.generation.errors import ShotFailure
+from hailuo_pipeline.redact import redact
 
 
 class InstanceWriter:
@@ -50,13 +51,13 @@ class InstanceWriter:
         self._pending.append(self._worker.submit(fn, *args))
 
     def info(self, message: str) -> None:
-        self._submit(self._context.log.info, message)
+        self._submit(self._context.log.info, redact(message))
 
     def warning(self, message: str) -> None:
-        self._submit(self._context.log.warning, message)
+        self._submit(self._context.log.warning, redact(message))
 
     def error(self, message: str) -> None:
-        self._submit(self._context.log.error, message)
+        self._submit(self._context.log.error, redact(message))
 
     def materialize(
         self, asset_key: AssetKey, partition: str, metadata: Mapping[str, Any], data_version: str | None = None

@@ -6,6 +6,7 @@ import hashlib
 from dagster import AssetSpec, MetadataValue
 
 from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.validation import ShotRequest
 
 SHOT_INPUT: dict = {
@@ -34,7 +35,7 @@ def image_metadata(request: ShotRequest) -> tuple[dict, str]:
     """source_image's metadata and data version (the image's content hash)."""
     image = request.image
     metadata = {
-        "image": request.shot.image,
+        "image": redact(request.shot.image),
         "sha256": image.sha256,
         "width": image.width,
         "height": image.height,

@@ -38,10 +38,13 @@ from hailuo_pipeline.defs.assets.events import InstanceWriter, shots_failure
 from hailuo_pipeline.defs.assets.inputs import image_metadata, prompt, prompt_metadata, source_image
 from hailuo_pipeline.defs.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
+from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
 from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
-from hailuo_pipeline.generation.runner import GenerationOptions, ShotGenerator, ShotOutcome
+from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
+from hailuo_pipeline.generation.runner import ShotGenerator
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Shot
+from hailuo_pipeline.shots.remote import RemotePolicy
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
 
 
@@ -161,6 +164,10 @@ def make_shots(
             writes.info(f"{outcome.shot_id}: {outcome.skipped}")
 
     if hailuo_video.key in selected:
+        try:
+            checked_fal_key(fal.key)
+        except FalKeyError as exc:  # before anything is reserved: nothing can be sent with this key
+            raise Failure(description=str(exc), allow_retries=False) from None
         generator = ShotGenerator(
             fal.settings(),
             catalog.ledger(),
@@ -173,11 +180,12 @@ def make_shots(
                 retry_refused=config.retry_refused,
                 resume_only=config.resume_only,
                 budget=budget.budget(),
+                remote_images=shots.remote_images(),
             ),
         )
         generate_all(generator, list(found.values()), config.concurrency, writes, inputs_valid, video_done)
     else:
-        failed.update(validate_inputs(list(found.values()), inputs_valid))
+        failed.update(validate_inputs(list(found.values()), inputs_valid, shots.remote_images()))
     writes.drain()
     checks = context.selected_asset_check_keys
     if VIDEOS_MATCH_REQUESTS.key in checks:
@@ -191,12 +199,14 @@ def make_shots(
         raise shots_failure(failed, len(keys))
 
 
-def validate_inputs(found: list[Shot], on_valid: Callable[[ShotRequest], None]) -> dict[str, ShotFailure]:
+def validate_inputs(
+    found: list[Shot], on_valid: Callable[[ShotRequest], None], remote: RemotePolicy
+) -> dict[str, ShotFailure]:
     """The inputs-only selection: every shot validated (decoding releases the GIL), no request."""
 
     def check(shot: Shot) -> ShotRequest | ShotInputError:
         try:
-            return validate_shot(shot)
+            return validate_shot(shot, remote)
         except ShotInputError as exc:
             return exc
 
