@@ -75,7 +75,11 @@ class RequestFollower:
                 errors, failing_since = 0, None
             except fal_client.FalClientHTTPError as exc:
                 if exc.status_code == 404:
-                    await self._lost(row, "request_unknown", f"fal no longer knows request {request_id}")
+                    await self._lost(
+                        row,
+                        "request_unknown",
+                        f"fal no longer knows request {request_id}; if it ran, it was billed, so it is booked as spent",
+                    )
                 if exc.status_code in (401, 402, 403):
                     raise failure_for_http(
                         shot_id, exc.status_code, None, exc.message, f"polling {request_id}"
@@ -119,7 +123,7 @@ class RequestFollower:
             )
             raise PermanentShotFailure(shot_id, message, fix_for_refusal("no_media_generated")) from exc
         except BadReply as exc:
-            await self._lost(row, "bad_result", f"fal completed request {request_id} but {exc}")
+            await self._lost(row, "bad_result", f"fal completed (and billed) request {request_id} but {exc}")
         metrics = status.metrics if isinstance(status.metrics, dict) else {}
         inference = metrics.get("inference_time")
         inference = float(inference) if isinstance(inference, int | float) and 0 <= inference < 86400 else None
@@ -153,7 +157,7 @@ class RequestFollower:
                         row,
                         "result_expired",
                         f"fal's result for request {handle.request_id} expired before it was fetched "
-                        "(fal keeps results 1 h, 6 min when 10 KB or more)",
+                        "(fal keeps results 1 h, 6 min when 10 KB or more); fal billed it",
                     )
                 if exc.status_code < 500 and exc.status_code != 429:
                     raise failure_for_http(
@@ -209,4 +213,4 @@ class RequestFollower:
 
     async def _lost(self, row: RequestRow, error_type: str, message: str) -> NoReturn:
         await asyncio.to_thread(self.ledger.mark_lost, row.request_key, error_type, message)
-        raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))
+        raise PermanentShotFailure(row.shot_id, message, fix_for_lost(row.shot_id))

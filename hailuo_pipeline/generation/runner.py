@@ -113,7 +113,10 @@ class ShotGenerator:
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(min(5.0, self.ledger.lease_seconds / 3))
-            await asyncio.to_thread(self.ledger.heartbeat, sorted(self.leased), self.owner)
+            try:
+                await asyncio.to_thread(self.ledger.heartbeat, sorted(self.leased), self.owner)
+            except Exception as exc:  # a missed renewal is survivable (the lease is 45 s); a dead task is not
+                self.log.warning(f"renewing the leases of {len(self.leased)} request(s) failed ({exc!r}); trying again")
 
     # -- batches ---------------------------------------------------------------------------
     async def generate_many(
