@@ -192,3 +192,60 @@ def test_claim_reserves_then_resumes_by_id(tmp_path):
     ledger.mark_submitted(first.row.request_key, "fal-1")
     again = ledger.claim(request, Budget())
     assert again.kind == "resume" and again.row.request_id == "fal-1"
+
+
+def test_standings_read_at_scale_equal_standings_over_every_row(tmp_path):
+    """The store hands the ledger only the rows a shot's standing depends on (plus the shots plainly
+    delivered); over a varied catalog that must decide exactly as reading every row would."""
+    import random
+    from datetime import datetime, timedelta
+
+    from hailuo_pipeline.catalog.decisions import shot_standing
+    from hailuo_pipeline.catalog.rows import utcnow
+
+    rng = random.Random(7)
+    statuses = [
+        "reserved",
+        "submitted",
+        "in_queue",
+        "completed",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "ambiguous",
+        "lost",
+    ]
+    start = datetime(2026, 11, 1)
+    catalog = Catalog(tmp_path / "c.duckdb")
+    with catalog.connect() as conn:
+        for shot in range(300):
+            for take in range(rng.randint(1, 5)):
+                status = rng.choice(statuses)
+                beat = utcnow() - timedelta(seconds=rng.choice([1, 600]))  # live and expired leases
+                conn.execute(
+                    "INSERT INTO requests (request_key, request_id, shot_id, take, fingerprint, endpoint, "
+                    "duration_seconds, status, owner, heartbeat_at, created_at, price_usd, permanent_failure) "
+                    "VALUES (?, ?, ?, ?, 'f', ?, 6, ?, ?, ?, ?, 0.19, ?)",
+                    [
+                        f"k{shot}-{take}",
+                        None if status == "reserved" else f"r{shot}-{take}",
+                        f"s{shot}",
+                        take,
+                        ENDPOINT_ID,
+                        status,
+                        rng.choice([None, "elsewhere:1:x"]),
+                        beat,
+                        start + timedelta(minutes=shot * 10 + take),
+                        status == "failed" and rng.random() < 0.5,
+                    ],
+                )
+    ledger = RequestLedger(DuckDBLedgerStore(catalog))
+    with ledger.store.transaction(read_only=True) as t:
+        every_row = t.requests()
+    by_shot: dict[str, list] = {}
+    for row in every_row:
+        by_shot.setdefault(row.shot_id, []).append(row)
+    now = utcnow()
+    expected = {s: shot_standing(rows, now, ledger.lease_seconds, ledger.alive).state for s, rows in by_shot.items()}
+    assert {s: standing.state for s, standing in ledger.standings().items()} == expected
+    assert len(set(expected.values())) >= 6  # the catalog really is varied

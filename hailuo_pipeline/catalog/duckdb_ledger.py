@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from hailuo_pipeline.catalog.rows import ROW_COLUMNS, RequestRow, Status, VideoRow, request_row
+from hailuo_pipeline.catalog.rows import ACTIVE, ROW_COLUMNS, RequestRow, Status, VideoRow, request_row
 from hailuo_pipeline.catalog.store import Catalog
 
 # The one definition of the price in effect: the latest price of the endpoint and duration on or before a day.
@@ -56,6 +56,30 @@ class DuckDBLedgerTransaction:
             params,
         ).fetchall()
         return [row for row in map(request_row, found) if row is not None]
+
+    def standing_rows(self) -> tuple[list[str], list[RequestRow]]:
+        ranked = """
+            WITH ranked AS (
+                SELECT *,
+                    row_number() OVER (PARTITION BY shot_id ORDER BY created_at DESC, take DESC) AS nth,
+                    row_number() OVER (PARTITION BY shot_id, status ORDER BY created_at DESC, take DESC)
+                        AS nth_of_status,
+                    bool_or(list_contains($active, status)) OVER (PARTITION BY shot_id) AS busy,
+                    first(status ORDER BY created_at DESC, take DESC) OVER (PARTITION BY shot_id) AS latest
+                FROM requests
+            )
+        """
+        params = {"active": [s.value for s in ACTIVE], "succeeded": Status.SUCCEEDED.value}
+        delivered = self.conn.execute(
+            ranked + "SELECT shot_id FROM ranked WHERE nth = 1 AND status = $succeeded AND NOT busy", params
+        ).fetchall()
+        found = self.conn.execute(
+            ranked + f"SELECT {ROW_COLUMNS} FROM ranked WHERE (busy OR latest <> $succeeded) AND "
+            "(nth = 1 OR list_contains($active, status) OR (status = $succeeded AND nth_of_status = 1)) "
+            "ORDER BY created_at DESC, take DESC",
+            params,
+        ).fetchall()
+        return [shot for (shot,) in delivered], [row for row in map(request_row, found) if row is not None]
 
     def insert_request(self, values: dict[str, Any]) -> None:
         columns = ", ".join(values)

@@ -20,6 +20,7 @@ from hailuo_pipeline.catalog.decisions import (
     ClaimKind,
     ClaimOptions,
     ShotStanding,
+    ShotState,
     budget_refusal,
     decide_claim,
     is_dead_reservation,
@@ -188,14 +189,18 @@ class RequestLedger(LedgerTransitions):
             return one_row(t, request_key)
 
     def standings(self) -> dict[str, ShotStanding]:
-        """Every shot with a request: where it stands (decisions.shot_standing)."""
+        """Every shot with a request: where it stands (decisions.shot_standing, over the rows it depends on)."""
         with self.store.transaction(read_only=True) as t:
-            rows = t.requests()
+            delivered, rows = t.standing_rows()
         by_shot: dict[str, list[RequestRow]] = {}
         for row in rows:
             by_shot.setdefault(row.shot_id, []).append(row)
         now = utcnow()
-        return {shot: shot_standing(found, now, self.lease_seconds, self.alive) for shot, found in by_shot.items()}
+        standings = {shot: ShotStanding(ShotState.DELIVERED) for shot in delivered}
+        standings.update(
+            {shot: shot_standing(found, now, self.lease_seconds, self.alive) for shot, found in by_shot.items()}
+        )
+        return standings
 
     def orphans(self) -> list[RequestRow]:
         """Requests fal has that no live process follows, oldest first (only in-flight rows are read)."""
