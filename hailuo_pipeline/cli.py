@@ -88,7 +88,7 @@ def report_text(fmt: str) -> str:
 
     settings = Settings.from_env()
     budget = Budget.from_usd(settings.daily_budget_usd, settings.total_budget_usd)
-    report = build_report(Catalog(settings.catalog_path), budget)
+    report = build_report(Catalog(settings.catalog_path), budget, lease_seconds=settings.lease_seconds)
     if fmt == "json":
         return json.dumps(report.as_dict(), indent=2, default=str)
     if fmt == "csv":

@@ -6,7 +6,6 @@ decision can be unit-tested as a table of rows in and a decision out.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from hailuo_pipeline.catalog.rows import ACTIVE, PAID, Budget, RequestRow, Status
+from hailuo_pipeline.processes import pid_alive
 
 LEASE_SECONDS = 45.0  # an owner that stopped heart-beating this long ago no longer follows its request
 
@@ -52,13 +52,7 @@ def owner_alive(owner: str) -> bool | None:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return None
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(pid))
 
 
 def lease_live(row: RequestRow, now: datetime, lease_seconds: float, alive: OwnerAlive = owner_alive) -> bool:

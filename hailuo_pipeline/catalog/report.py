@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
 from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import Budget, RequestRow, Status, utcnow
@@ -75,7 +76,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def build_report(catalog: Catalog, budget: Budget, today: date | None = None, days: int = 31) -> CostReport:
+def build_report(
+    catalog: Catalog,
+    budget: Budget,
+    today: date | None = None,
+    days: int = 31,
+    lease_seconds: float = LEASE_SECONDS,
+) -> CostReport:
+    """`lease_seconds`: the lease the pipeline runs with, so the report's orphans are the pipeline's."""
     today = today or utcnow().date()
     params = {"today": today, "month_start": today.replace(day=1)}
     with catalog.connect(read_only=True) as conn:
@@ -87,7 +95,7 @@ def build_report(catalog: Catalog, budget: Budget, today: date | None = None, da
             [days],
         ).df()
     summary = {name: _plain(value) for name, value in zip(names, row or (), strict=True)}
-    orphans = orphan_table(RequestLedger(DuckDBLedgerStore(catalog)).orphans(), utcnow())
+    orphans = orphan_table(RequestLedger(DuckDBLedgerStore(catalog), lease_seconds).orphans(), utcnow())
     summary["orphans"] = len(orphans)
     summary["orphan_usd"] = round(float(orphans["usd"].sum()), 4) if len(orphans) else 0.0
     summary["orphan_oldest_age_seconds"] = float(orphans["age_seconds"].max()) if len(orphans) else None

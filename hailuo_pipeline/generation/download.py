@@ -14,6 +14,7 @@ from typing import BinaryIO
 import httpx
 
 from hailuo_pipeline.fal.replies import MAX_VIDEO_BYTES
+from hailuo_pipeline.processes import pid_alive
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.video.probe import VideoProbe, VideoProbeError, probe_video
 
@@ -105,18 +106,8 @@ def remove_abandoned_partials(folder: Path) -> None:
     """Partial files left in `folder` by killed processes; a live process's partial is left alone."""
     for partial in folder.glob(".*.partial"):
         pid = partial.name.removesuffix(".partial").rpartition(".")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             partial.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def file_matches(path: Path, sha256: str, size: int) -> bool:

@@ -28,6 +28,7 @@ PERMANENT_ERROR_TYPES = frozenset(
     {"content_policy_violation", "image_load_error", "file_download_error", "validation_error", "no_media_generated"}
 )
 
+KEY_OR_ACCOUNT_STATUSES = (401, 402, 403)  # fal refuses the key or the account, not the request
 RETRY_REFUSED = "--retry-refused (run config retry_refused: true)"
 RESUBMIT_AMBIGUOUS = "--resubmit-ambiguous (run config resubmit_ambiguous: true)"
 FIX_RESUMABLE = (
@@ -88,7 +89,7 @@ def is_input_refusal(error_type: str | None, http_status: int | None) -> bool:
 def failure_for_http(shot_id: str, status: int, error_type: str | None, detail: Any, doing: str) -> ShotFailure:
     """The one mapping from an HTTP answer of fal's to a shot failure."""
     cause = f"fal answered HTTP {status} when {doing}: {describe_fal_detail(detail)}"
-    if status in (401, 402, 403):
+    if status in KEY_OR_ACCOUNT_STATUSES:
         return PermanentShotFailure(
             shot_id,
             cause,

@@ -22,6 +22,7 @@ from hailuo_pipeline.fal.replies import BadReply, NoVideo, VideoEntry, checked_v
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
     FIX_TRANSIENT,
+    KEY_OR_ACCOUNT_STATUSES,
     PermanentShotFailure,
     TransientShotFailure,
     describe_fal_detail,
@@ -80,7 +81,7 @@ class RequestFollower:
                         "request_unknown",
                         f"fal no longer knows request {request_id}; if it ran, it was billed, so it is booked as spent",
                     )
-                if exc.status_code in (401, 402, 403):
+                if exc.status_code in KEY_OR_ACCOUNT_STATUSES:
                     raise failure_for_http(
                         shot_id, exc.status_code, None, exc.message, f"polling {request_id}"
                     ) from exc

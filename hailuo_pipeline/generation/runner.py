@@ -76,6 +76,7 @@ class ShotGenerator:
         self._delivery: Delivery | None = None
         self._http: httpx.AsyncClient | None = None
         self._leases: asyncio.Task[None] | None = None
+        self._sweep: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ShotGenerator:
         self._client = self.fal.client()
@@ -84,12 +85,18 @@ class ShotGenerator:
         self._follower = RequestFollower(self.fal, self._client, self.ledger, self.log)
         self._delivery = Delivery(self.fal, self._http, self.ledger, self.videos_dir, self.log)
         self._leases = asyncio.create_task(self._renew_leases())
-        await asyncio.to_thread(remove_abandoned_everywhere, self.videos_dir)
+        # partial downloads of killed processes: cleaned beside the batch, not before its first submit
+        self._sweep = asyncio.create_task(asyncio.to_thread(remove_abandoned_everywhere, self.videos_dir))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._leases is not None:
             self._leases.cancel()
+        if self._sweep is not None:
+            try:
+                await self._sweep
+            except OSError as error:
+                self.log.warning(f"removing partial downloads of stopped processes failed ({error!r})")
         # whatever is unfinished becomes an orphan now, not when the lease runs out
         await asyncio.to_thread(self.ledger.release, self.owner)
         if self._http is not None:

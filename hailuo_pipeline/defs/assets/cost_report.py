@@ -48,7 +48,7 @@ def dagster_table(frame: pd.DataFrame) -> MetadataValue:
     description="Spend and reliability of every fal request in the catalog.",
 )
 def cost_report(context: AssetExecutionContext, catalog: CatalogResource, budget: BudgetResource) -> MaterializeResult:
-    report = build_report(catalog.catalog(), budget.budget())
+    report = build_report(catalog.catalog(), budget.budget(), lease_seconds=catalog.lease_seconds)
     summary = report.summary
     numbers = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     context.log.info(
