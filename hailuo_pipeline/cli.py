@@ -82,20 +82,21 @@ def print_outcome(summary: MaterializeSummary) -> None:
 
 
 def report_text(fmt: str) -> str:
+    from hailuo_pipeline.catalog.backends import open_catalog
     from hailuo_pipeline.catalog.report import build_report
     from hailuo_pipeline.catalog.rows import Budget
-    from hailuo_pipeline.catalog.store import Catalog
 
     settings = Settings.from_env()
     budget = Budget.from_usd(settings.daily_budget_usd, settings.total_budget_usd)
-    report = build_report(Catalog(settings.catalog_path), budget, lease_seconds=settings.lease_seconds)
+    catalog = open_catalog(settings.catalog_location)
+    report = build_report(catalog, budget, lease_seconds=settings.lease_seconds)
     if fmt == "json":
         return json.dumps(report.as_dict(), indent=2, default=str)
     if fmt == "csv":
         return "metric,value\n" + "\n".join(f"{k},{'' if v is None else v}" for k, v in report.summary.items())
     s = report.summary
     lines = [
-        f"catalog: {settings.catalog_path}",
+        f"catalog: {catalog.location}",
         f"spend today ${s['spend_today_usd']:.2f} | month to date ${s['spend_month_to_date_usd']:.2f} | "
         f"all time ${s['spend_all_time_usd']:.2f} | reserved ${s['reserved_usd']:.2f}",
         f"requests {s['requests']} | succeeded {s['succeeded']} | retries {s['retries']} | failures "

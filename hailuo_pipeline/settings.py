@@ -23,8 +23,10 @@ _ENVIRONMENT = {
     "retry_delay_seconds": "HAILUO_RETRY_DELAY_SECONDS",
     "lease_seconds": "HAILUO_LEASE_SECONDS",
     "allowed_private_image_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS",
+    "catalog_url": "HAILUO_CATALOG_URL",
+    "video_store": "HAILUO_VIDEO_STORE",
 }
-_TEXT = {"sweep_cron", "allowed_private_image_hosts"}
+_TEXT = {"sweep_cron", "allowed_private_image_hosts", "catalog_url", "video_store"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Settings:
     retry_delay_seconds: float = 10.0
     lease_seconds: float = LEASE_SECONDS
     allowed_private_image_hosts: str = ""  # comma-separated hosts image URLs may use though private ("*": any)
+    catalog_url: str = ""  # postgresql://... for the shared catalog; empty: catalog.duckdb in the data directory
+    video_store: str = ""  # s3://bucket/prefix (or another fsspec URL); empty: videos/ in the data directory
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,7 +74,17 @@ class Settings:
 
     @property
     def catalog_path(self) -> Path:
+        """The embedded catalog; in the shared mode, the DuckDB snapshot of the shared one."""
         return self.data_dir / "catalog.duckdb"
+
+    @property
+    def catalog_location(self) -> str:
+        """Where the ledger lives: the PostgreSQL URL when shared, else the embedded file."""
+        return self.catalog_url or str(self.catalog_path)
+
+    @property
+    def video_location(self) -> str:
+        return self.video_store or str(self.videos_dir)
 
     @property
     def default_dagster_home(self) -> Path:

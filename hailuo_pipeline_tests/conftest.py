@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,8 +29,13 @@ os.environ.update(
     }
 )
 
+from hailuo_pipeline.catalog.backends import open_catalog  # noqa: E402
+from hailuo_pipeline.catalog.postgres_ledger import close_pools  # noqa: E402
+from hailuo_pipeline.catalog.storage import CatalogDatabase  # noqa: E402
 from hailuo_pipeline.emulator.server import EmulatorServer  # noqa: E402
 from hailuo_pipeline.emulator.state import EmulatorState, Latency  # noqa: E402
+from hailuo_pipeline.local_servers.postgres import LocalPostgres  # noqa: E402
+from hailuo_pipeline.local_servers.s3 import LocalS3  # noqa: E402
 
 SLOW_FIXTURES = {"emulator", "emulator_server", "workspace", "subprocess_env"}
 
@@ -79,3 +85,33 @@ def subprocess_env(workspace: Path, emulator_server: EmulatorServer) -> dict[str
     env.update(emulator_server.env())
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """A real PostgreSQL server for the session (the machine's package, installed when missing)."""
+    server = LocalPostgres().start()
+    yield server
+    close_pools()
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: LocalPostgres) -> str:
+    """A schema of the test's own on the session's server."""
+    return f"{postgres_server.url}?schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> CatalogDatabase:
+    """Each backend in turn: the same ledger and report tests run against both."""
+    if request.param == "duckdb":
+        return open_catalog(tmp_path / "catalog.duckdb")
+    return open_catalog(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[LocalS3]:
+    server = LocalS3().start()
+    yield server
+    server.stop()

@@ -10,6 +10,7 @@ from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.defs.assets.checks import costs_match_price_table, videos_match_requests
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.defs.resources import CatalogResource
+from hailuo_pipeline.video.store import LocalVideoStore
 from hailuo_pipeline_tests.helpers import query
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -24,12 +25,13 @@ def test_checks_pass_then_catch_a_damaged_video_and_a_wrong_charge(workspace, em
     write_shots(workspace, TWO)
     materialize()
     catalog = resource(workspace)
-    assert videos_match_requests(catalog).passed
+    store = LocalVideoStore(workspace / "videos")
+    assert videos_match_requests(catalog, store).passed
     assert costs_match_price_table(catalog).passed
 
     ((path,),) = query(workspace, "SELECT path FROM videos WHERE shot_id = 'b'")
     Path(path).write_bytes(Path(path).read_bytes()[:1000])
-    damaged = videos_match_requests(catalog)
+    damaged = videos_match_requests(catalog, store)
     assert not damaged.passed
     assert damaged.metadata["problems"].value == 1
     assert "b (" in damaged.metadata["first_problems"].value[0]

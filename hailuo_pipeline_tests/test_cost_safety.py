@@ -211,7 +211,7 @@ def test_terminated_after_fal_completed_still_delivers_the_paid_video(workspace,
 
 
 def test_partial_files_of_dead_processes_are_removed(tmp_path):
-    from hailuo_pipeline.generation.download import remove_abandoned_partials
+    from hailuo_pipeline.video.store import remove_abandoned_partials
 
     destination = tmp_path / "shot" / "take001-x.mp4"
     destination.parent.mkdir()

@@ -35,7 +35,6 @@ from hailuo_pipeline.catalog.rows import (
     RequestRow,
     Status,
     VideoRow,
-    utcnow,
 )
 from hailuo_pipeline.catalog.storage import LedgerTransaction
 from hailuo_pipeline.catalog.transitions import LedgerTransitions, one_row
@@ -71,7 +70,7 @@ class RequestLedger(LedgerTransitions):
                     t.requests(fingerprint=request.fingerprint),
                     me=request.owner,
                     run_id=request.run_id,
-                    now=utcnow(),
+                    now=t.now(),
                     lease_seconds=self.lease_seconds,
                     options=options,
                     alive=self.alive,
@@ -99,7 +98,7 @@ class RequestLedger(LedgerTransitions):
         dead submitter's reservation is recorded ambiguous on the way (fal may have a job we cannot see)."""
         taken: list[RequestRow] = []
         with self.store.transaction(decides=True) as t:
-            now = utcnow()
+            now = t.now()
             for row in t.requests(shot_id=shot_id, statuses=ACTIVE):
                 if is_dead_reservation(row, now, self.lease_seconds, self.alive):
                     self._expire_reservation(t, row)
@@ -109,7 +108,7 @@ class RequestLedger(LedgerTransitions):
 
     def _take_lease(self, t: LedgerTransaction, row: RequestRow, owner: str) -> RequestRow:
         """Lease `row` to `owner`. Taking over someone else's row counts as a resume attempt."""
-        values = {"owner": owner, "heartbeat_at": utcnow()}
+        values = {"owner": owner, "heartbeat_at": t.now()}
         if row.owner == owner:
             t.update_request(row.request_key, values)
         else:
@@ -127,7 +126,7 @@ class RequestLedger(LedgerTransitions):
         )
 
     def price_for(self, t: LedgerTransaction, endpoint: str, duration: int) -> tuple[str, Decimal]:
-        found = t.price(endpoint, duration, utcnow().date())
+        found = t.price(endpoint, duration, t.now().date())
         if found is None:
             raise NoPriceError(
                 f"no price in the catalog's prices table for {endpoint} at {duration} s; add a row to prices"
@@ -140,7 +139,7 @@ class RequestLedger(LedgerTransitions):
 
     def _reserve(self, t: LedgerTransaction, request: NewRequest, budget: Budget, double_charge: bool) -> RequestRow:
         price_id, price = self.price_for(t, request.endpoint, request.duration_seconds)
-        now = utcnow()
+        now = t.now()
         total, today = t.committed_usd(now.date())
         refusal = budget_refusal(budget, total, today, price)
         if refusal is not None:
@@ -175,7 +174,7 @@ class RequestLedger(LedgerTransitions):
         """Renew `owner`'s leases on these rows; a row another process has taken over stays theirs."""
         if request_keys:
             with self.store.transaction() as t:
-                t.renew_leases(request_keys, owner, utcnow())
+                t.renew_leases(request_keys, owner, t.now())
 
     def release(self, owner: str) -> None:
         """Give up `owner`'s leases at once (a run ending, cleanly or not): its unfinished requests are
@@ -192,10 +191,10 @@ class RequestLedger(LedgerTransitions):
         """Every shot with a request: where it stands (decisions.shot_standing, over the rows it depends on)."""
         with self.store.transaction(read_only=True) as t:
             delivered, rows = t.standing_rows()
+            now = t.now()
         by_shot: dict[str, list[RequestRow]] = {}
         for row in rows:
             by_shot.setdefault(row.shot_id, []).append(row)
-        now = utcnow()
         standings = {shot: ShotStanding(ShotState.DELIVERED) for shot in delivered}
         standings.update(
             {shot: shot_standing(found, now, self.lease_seconds, self.alive) for shot, found in by_shot.items()}
@@ -206,7 +205,7 @@ class RequestLedger(LedgerTransitions):
         """Requests fal has that no live process follows, oldest first (only in-flight rows are read)."""
         with self.store.transaction(read_only=True) as t:
             rows = t.requests(statuses=ACTIVE)
-        now = utcnow()
+            now = t.now()
         return [r for r in reversed(rows) if is_orphan(r, now, self.lease_seconds, self.alive)]
 
     def lost_since(self, since: datetime) -> list[RequestRow]:
@@ -216,7 +215,7 @@ class RequestLedger(LedgerTransitions):
     def committed_today_usd(self) -> Decimal:
         """Spent plus reserved on the current UTC day: what the daily budget is measured against."""
         with self.store.transaction(read_only=True) as t:
-            return t.committed_usd(utcnow().date())[1]
+            return t.committed_usd(t.now().date())[1]
 
     def result_of(self, request_key: str) -> dict[str, Any] | None:
         with self.store.transaction(read_only=True) as t:

@@ -7,9 +7,24 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from hailuo_pipeline.catalog.rows import utcnow
-from hailuo_pipeline.catalog.store import Catalog
+from hailuo_pipeline.catalog.storage import CatalogDatabase
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Manifest
+
+SHOT_COLUMNS = ["shot_id", "image", "prompt", "duration_seconds", "prompt_optimizer", "manifest_row", "content_sha256"]
+# Both read a table `incoming` with SHOT_COLUMNS, which each backend fills its own fast way.
+CHANGED_SHOTS = (
+    "SELECT i.shot_id FROM incoming i JOIN shots s ON s.shot_id = i.shot_id WHERE s.content_sha256 <> i.content_sha256"
+)
+UPSERT_SHOTS = (
+    "INSERT INTO shots SELECT i.shot_id, i.image, i.prompt, i.duration_seconds, i.prompt_optimizer, "
+    "i.manifest_row, i.content_sha256, ?, ? FROM incoming i "
+    "ON CONFLICT (shot_id) DO UPDATE SET image = excluded.image, prompt = excluded.prompt, "
+    "duration_seconds = excluded.duration_seconds, prompt_optimizer = excluded.prompt_optimizer, "
+    "manifest_row = excluded.manifest_row, updated_at = CASE WHEN shots.content_sha256 = "
+    "excluded.content_sha256 THEN shots.updated_at ELSE excluded.updated_at END, "
+    "content_sha256 = excluded.content_sha256"
+)
 
 
 @dataclass
@@ -18,12 +33,11 @@ class SyncPlan:
     changed: list[str] = field(default_factory=list)  # registered shots whose image path or prompt changed
 
 
-def record_shots(catalog: Catalog, manifest: Manifest, existing_partitions: set[str]) -> SyncPlan:
+def record_shots(catalog: CatalogDatabase, manifest: Manifest, existing_partitions: set[str]) -> SyncPlan:
     """Upsert the manifest into the catalog's shots table in one statement; report what is new or edited."""
     plan = SyncPlan(new=[s for s in manifest.shots if s not in existing_partitions])
     if not manifest.shots:
         return plan
-    now = utcnow()
     incoming = pd.DataFrame(
         [
             {
@@ -36,23 +50,9 @@ def record_shots(catalog: Catalog, manifest: Manifest, existing_partitions: set[
                 "content_sha256": s.content_hash(),
             }
             for s in manifest.shots.values()
-        ]
+        ],
+        columns=SHOT_COLUMNS,
     )
-    with catalog.connect() as conn:
-        conn.register("incoming", incoming)
-        changed = conn.execute(
-            "SELECT i.shot_id FROM incoming i JOIN shots s USING (shot_id) WHERE s.content_sha256 <> i.content_sha256"
-        ).fetchall()
-        conn.execute(
-            "INSERT INTO shots SELECT i.shot_id, i.image, i.prompt, i.duration_seconds, i.prompt_optimizer, "
-            "i.manifest_row, i.content_sha256, $now, $now FROM incoming i "
-            "ON CONFLICT (shot_id) DO UPDATE SET image = excluded.image, prompt = excluded.prompt, "
-            "duration_seconds = excluded.duration_seconds, prompt_optimizer = excluded.prompt_optimizer, "
-            "manifest_row = excluded.manifest_row, updated_at = CASE WHEN shots.content_sha256 = "
-            "excluded.content_sha256 THEN shots.updated_at ELSE excluded.updated_at END, "
-            "content_sha256 = excluded.content_sha256",
-            {"now": now},
-        )
-        conn.unregister("incoming")
-    plan.changed = [c[0] for c in changed if c[0] in existing_partitions]
+    changed = catalog.upsert_shots(incoming, utcnow())
+    plan.changed = [c for c in changed if c in existing_partitions]
     return plan

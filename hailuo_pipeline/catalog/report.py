@@ -1,4 +1,4 @@
-"""The cost report: one pass of SQL over the catalog, shaped with pandas."""
+"""The cost report: one pass of SQL over the catalog (either backend, the same SQL), shaped with pandas."""
 
 from __future__ import annotations
 
@@ -10,20 +10,19 @@ from typing import Any
 import pandas as pd
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
-from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
-from hailuo_pipeline.catalog.rows import Budget, RequestRow, Status, utcnow
-from hailuo_pipeline.catalog.store import Catalog
+from hailuo_pipeline.catalog.rows import Budget, RequestRow, Status
+from hailuo_pipeline.catalog.storage import CatalogDatabase
 
 # status names come from the Status enum; the views of schema.py keep the literals of their migration
 DELIVERED = f"('{Status.SUCCEEDED}', '{Status.COMPLETED}')"  # paid, and the video is (or will be) ours
 SUMMARY_SQL = f"""
 SELECT
-    coalesce(sum(cost_usd) FILTER (WHERE CAST(created_at AS DATE) = $today), 0) AS spend_today_usd,
-    coalesce(sum(cost_usd) FILTER (WHERE created_at >= $month_start), 0) AS spend_month_to_date_usd,
+    coalesce(sum(cost_usd) FILTER (WHERE CAST(created_at AS DATE) = ?), 0) AS spend_today_usd,
+    coalesce(sum(cost_usd) FILTER (WHERE created_at >= ?), 0) AS spend_month_to_date_usd,
     coalesce(sum(cost_usd), 0) AS spend_all_time_usd,
     coalesce(sum(reserved_usd), 0) AS reserved_usd,
-    coalesce(sum(cost_usd + reserved_usd) FILTER (WHERE CAST(created_at AS DATE) = $today), 0) AS committed_today_usd,
+    coalesce(sum(cost_usd + reserved_usd) FILTER (WHERE CAST(created_at AS DATE) = ?), 0) AS committed_today_usd,
     coalesce(sum(cost_usd + reserved_usd), 0) AS committed_all_time_usd,
     count(*) AS requests,
     count(*) - count(DISTINCT shot_id) AS retries,
@@ -36,7 +35,8 @@ SELECT
     count(*) FILTER (WHERE possible_double_charge) AS possible_double_charges,
     count(DISTINCT shot_id) AS shots,
     avg(wall_seconds) FILTER (WHERE status = '{Status.SUCCEEDED}') AS latency_mean_seconds,
-    quantile_cont(wall_seconds, 0.95) FILTER (WHERE status = '{Status.SUCCEEDED}') AS latency_p95_seconds,
+    percentile_cont(0.95) WITHIN GROUP (ORDER BY wall_seconds) FILTER (WHERE status = '{Status.SUCCEEDED}')
+        AS latency_p95_seconds,
     avg(queue_seconds) FILTER (WHERE status IN {DELIVERED}) AS queue_mean_seconds,
     avg(inference_seconds) FILTER (WHERE status IN {DELIVERED}) AS inference_mean_seconds
 FROM requests
@@ -77,25 +77,25 @@ def _plain(value: Any) -> Any:
 
 
 def build_report(
-    catalog: Catalog,
+    catalog: CatalogDatabase,
     budget: Budget,
     today: date | None = None,
     days: int = 31,
     lease_seconds: float = LEASE_SECONDS,
 ) -> CostReport:
     """`lease_seconds`: the lease the pipeline runs with, so the report's orphans are the pipeline's."""
-    today = today or utcnow().date()
-    params = {"today": today, "month_start": today.replace(day=1)}
-    with catalog.connect(read_only=True) as conn:
-        row = conn.execute(SUMMARY_SQL, params).fetchone()
-        names = [d[0] for d in conn.description]
-        by_duration = conn.execute(BY_DURATION_SQL).df()
-        by_day = conn.execute(
-            "SELECT day, requests, succeeded, failed, cancelled, spend_usd FROM spend_by_day ORDER BY day DESC LIMIT ?",
-            [days],
-        ).df()
-    summary = {name: _plain(value) for name, value in zip(names, row or (), strict=True)}
-    orphans = orphan_table(RequestLedger(DuckDBLedgerStore(catalog), lease_seconds).orphans(), utcnow())
+    ledger = RequestLedger(catalog, lease_seconds)
+    with catalog.transaction(read_only=True) as t:
+        now = t.now()
+    today = today or now.date()
+    totals = catalog.read(SUMMARY_SQL, [today, today.replace(day=1), today])
+    by_duration = catalog.read(BY_DURATION_SQL)
+    by_day = catalog.read(
+        "SELECT day, requests, succeeded, failed, cancelled, spend_usd FROM spend_by_day ORDER BY day DESC LIMIT ?",
+        [days],
+    )
+    summary = {str(name): _plain(value) for name, value in totals.iloc[0].items()}
+    orphans = orphan_table(ledger.orphans(), now)
     summary["orphans"] = len(orphans)
     summary["orphan_usd"] = round(float(orphans["usd"].sum()), 4) if len(orphans) else 0.0
     summary["orphan_oldest_age_seconds"] = float(orphans["age_seconds"].max()) if len(orphans) else None
@@ -109,8 +109,7 @@ def build_report(
     )
     for frame in (by_duration, by_day):
         for column in frame.columns:
-            if frame[column].dtype == object:
-                frame[column] = frame[column].map(_plain)
+            frame[column] = frame[column].map(_plain)
     by_day["day"] = by_day["day"].astype(str)
     return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True), orphans)
 

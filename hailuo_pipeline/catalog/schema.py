@@ -1,13 +1,49 @@
-"""The catalog schema, versioned. Opening a catalog applies any missing migration in place."""
+"""The catalog schema, versioned, for both backends. Opening a catalog applies any missing migration in place.
+
+The migrations are written once, in SQL that DuckDB and PostgreSQL both speak; the few expressions that
+differ are placeholders filled from a `Dialect`.
+"""
 
 from __future__ import annotations
 
 import csv
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import cache
 from importlib import resources
+from typing import Any
 
-import duckdb
+Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]  # execute one statement (? marks), rows back
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    month: str  # created_at's month as 'YYYY-MM'
+    shared_indexes: str  # migration 4: what a database shared by many writers needs
+
+
+DUCKDB = Dialect(
+    name="duckdb",
+    month="strftime(created_at, '%Y-%m')",
+    # one writer at a time per file already keeps claims apart; DuckDB has no partial indexes
+    shared_indexes="SELECT 1;",
+)
+POSTGRESQL = Dialect(
+    name="postgresql",
+    month="to_char(created_at, 'YYYY-MM')",
+    shared_indexes="""
+        CREATE UNIQUE INDEX requests_one_live_claim ON requests (fingerprint)
+            WHERE status IN ('reserved', 'submitted', 'in_queue', 'in_progress', 'completed');
+        CREATE INDEX requests_shot ON requests (shot_id);
+        CREATE INDEX requests_live ON requests (status)
+            WHERE status IN ('reserved', 'submitted', 'in_queue', 'in_progress', 'completed');
+        CREATE INDEX request_events_occurred ON request_events (occurred_at);
+        CREATE INDEX videos_request_key ON videos (request_key);
+    """,
+)
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -51,9 +87,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             submitted_at TIMESTAMP,
             started_at TIMESTAMP,
             completed_at TIMESTAMP,
-            queue_seconds DOUBLE,
-            inference_seconds DOUBLE,
-            wall_seconds DOUBLE,
+            queue_seconds FLOAT8,
+            inference_seconds FLOAT8,
+            wall_seconds FLOAT8,
             price_id VARCHAR,
             price_usd DECIMAL(12, 4),
             reserved_usd DECIMAL(12, 4) NOT NULL DEFAULT 0,
@@ -83,9 +119,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             bytes BIGINT NOT NULL,
             width INTEGER NOT NULL,
             height INTEGER NOT NULL,
-            fps DOUBLE NOT NULL,
+            fps FLOAT8 NOT NULL,
             frames INTEGER NOT NULL,
-            duration_seconds DOUBLE NOT NULL,
+            duration_seconds FLOAT8 NOT NULL,
             source_url VARCHAR,
             recorded_at TIMESTAMP NOT NULL
         );
@@ -105,7 +141,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
                    sum(reserved_usd) AS reserved_usd
             FROM requests GROUP BY 1 ORDER BY 1;
         CREATE VIEW spend_by_month AS
-            SELECT strftime(created_at, '%Y-%m') AS month, count(*) AS requests,
+            SELECT {month} AS month, count(*) AS requests,
                    sum(cost_usd) AS spend_usd, sum(reserved_usd) AS reserved_usd
             FROM requests GROUP BY 1 ORDER BY 1;
         CREATE VIEW spend_by_shot AS
@@ -125,10 +161,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FROM requests WHERE status = 'cancelled' ORDER BY created_at;
         CREATE VIEW latency_percentiles AS
             SELECT count(*) AS requests,
-                   quantile_cont(queue_seconds, 0.5) AS queue_p50, quantile_cont(queue_seconds, 0.95) AS queue_p95,
-                   quantile_cont(inference_seconds, 0.5) AS inference_p50,
-                   quantile_cont(inference_seconds, 0.95) AS inference_p95,
-                   quantile_cont(wall_seconds, 0.5) AS wall_p50, quantile_cont(wall_seconds, 0.95) AS wall_p95
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY queue_seconds) AS queue_p50,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY queue_seconds) AS queue_p95,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY inference_seconds) AS inference_p50,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY inference_seconds) AS inference_p95,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY wall_seconds) AS wall_p50,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY wall_seconds) AS wall_p95
             FROM requests WHERE status IN ('succeeded', 'completed');
         """,
     ),
@@ -137,7 +175,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "requests.permanent_failure (fal refused these inputs for good); lost requests (paid, result gone)",
         """
         ALTER TABLE requests ADD COLUMN permanent_failure BOOLEAN DEFAULT false;
-        CREATE OR REPLACE VIEW spend_by_day AS
+        DROP VIEW spend_by_day;
+        CREATE VIEW spend_by_day AS
             SELECT CAST(created_at AS DATE) AS day,
                    count(*) AS requests,
                    count(*) FILTER (WHERE status = 'succeeded' OR status = 'completed') AS succeeded,
@@ -154,47 +193,58 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             FROM requests WHERE status = 'lost' ORDER BY completed_at;
         """,
     ),
+    (
+        4,
+        "indexes for a catalog shared by many writers (PostgreSQL): one live claim per fingerprint",
+        "{shared_indexes}",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-def current_version(conn: duckdb.DuckDBPyConnection) -> int:
-    exists = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-    ).fetchone()
-    if not exists or not exists[0]:
+def rendered(dialect: Dialect) -> list[tuple[int, str, str]]:
+    """The migrations in `dialect`'s words."""
+    return [
+        (number, description, sql.replace("{month}", dialect.month).replace("{shared_indexes}", dialect.shared_indexes))
+        for number, description, sql in MIGRATIONS
+    ]
+
+
+def current_version(run: Run) -> int:
+    exists = run(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'schema_version' AND table_schema = current_schema()",
+        [],
+    )
+    if not exists or not exists[0][0]:
         return 0
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0]) if row else 0
+    row = run("SELECT coalesce(max(version), 0) FROM schema_version", [])
+    return int(row[0][0]) if row else 0
 
 
-def migrate(conn: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> int:
-    """Apply the missing migrations up to `target` and seed the price table; returns the version."""
-    version = current_version(conn)
-    if version >= target:
-        if target == LATEST_VERSION and _price_rows_missing(conn):
-            seed_prices(conn)
-        return version
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        conn.execute(
+def apply_migrations(run: Run, dialect: Dialect, target: int = LATEST_VERSION) -> int:
+    """Apply the missing migrations up to `target` and seed the price table, inside the caller's transaction
+    (which keeps concurrent migrators apart); returns the version."""
+    version = current_version(run)
+    if version < target:
+        run(
             "CREATE TABLE IF NOT EXISTS schema_version "
-            "(version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+            "(version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)",
+            [],
         )
-        for number, description, sql in MIGRATIONS:
+        for number, description, sql in rendered(dialect):
             if version < number <= target:
-                conn.execute(sql)
-                conn.execute(
+                for statement in filter(str.strip, sql.split(";")):
+                    run(statement, [])
+                run(
                     "INSERT INTO schema_version VALUES (?, ?, ?)",
                     [number, description, datetime.now(UTC).replace(tzinfo=None)],
                 )
-        seed_prices(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return target
+        version = target
+    if version >= 1 and _price_rows_missing(run):
+        seed_prices(run)
+    return version
 
 
 @cache
@@ -203,22 +253,22 @@ def published_prices() -> tuple[dict[str, str], ...]:
     return tuple(csv.DictReader(text.splitlines()))
 
 
-def _price_rows_missing(conn: duckdb.DuckDBPyConnection) -> bool:
-    row = conn.execute("SELECT count(*) FROM prices").fetchone()
-    return (row[0] if row else 0) < len(published_prices())
+def _price_rows_missing(run: Run) -> bool:
+    row = run("SELECT count(*) FROM prices", [])
+    return (row[0][0] if row else 0) < len(published_prices())
 
 
-def seed_prices(conn: duckdb.DuckDBPyConnection) -> None:
+def seed_prices(run: Run) -> None:
     """Insert the published prices that the catalog does not have yet; never rewrite a price."""
     for row in published_prices():
-        conn.execute(
+        run(
             "INSERT INTO prices SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM prices WHERE price_id = ?)",
             [
                 row["price_id"],
                 row["endpoint"],
                 int(row["duration_seconds"]),
-                row["usd"],
-                row["effective_from"],
+                Decimal(row["usd"]),
+                date.fromisoformat(row["effective_from"]),
                 row["source"],
                 row["price_id"],
             ],

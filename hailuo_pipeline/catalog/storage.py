@@ -1,9 +1,11 @@
-"""What the ledger needs from a database: one interface, one implementation per backend.
+"""What the pipeline needs from a database: one interface, one implementation per backend
+(`duckdb_ledger.DuckDBCatalog`, embedded, the default; `postgres_ledger.PostgresCatalog`, shared).
 
 Everything the ledger decides is computed in Python from rows read in the same transaction (see
 `ledger.py` and `decisions.py`); a backend only reads and writes rows. `transaction(decides=True)` marks a
 transaction that makes a money decision (a claim, a reservation against a budget): a backend whose
-transactions do not already serialise must serialise those (DuckDB's single writer does by itself).
+transactions do not already serialise must serialise those (DuckDB's single writer does by itself;
+PostgreSQL takes an advisory lock that every other writing transaction shares).
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+import pandas as pd
+
 from hailuo_pipeline.catalog.rows import RequestRow, Status, VideoRow
+from hailuo_pipeline.catalog.schema import Dialect
 
 
 class LedgerTransaction(Protocol):
+    def now(self) -> datetime:
+        """The database's clock (UTC, no zone): leases, heartbeats and "today" are read from it."""
+        ...
+
     def requests(
         self,
         *,
@@ -69,4 +78,20 @@ class LedgerStore(Protocol):
     ) -> AbstractContextManager[LedgerTransaction]:
         """One short transaction, committed when the block ends (rolled back on an error, or when
         `read_only`)."""
+        ...
+
+
+class CatalogDatabase(LedgerStore, Protocol):
+    """The ledger's store plus what the reports, audits and the shots table read and write."""
+
+    dialect: Dialect
+    location: str  # where it is, for messages: a path, or a URL without its password
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        """One read-only query in SQL both backends speak (`?` marks)."""
+        ...
+
+    def upsert_shots(self, incoming: pd.DataFrame, now: datetime) -> list[str]:
+        """Insert or update the manifest's rows (columns of `registry.SHOT_COLUMNS`) in one transaction; the
+        ids of registered shots whose content hash changed."""
         ...

@@ -13,14 +13,32 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from hailuo_pipeline.catalog.schema import migrate
+from hailuo_pipeline.catalog.schema import DUCKDB, LATEST_VERSION, apply_migrations
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> int:
+    """Bring the catalog file to `target` in one transaction; returns the version."""
+
+    def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        result = conn.execute(sql, list(params))
+        return result.fetchall() if result.description else []
+
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        version = apply_migrations(run, DUCKDB, target)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version
 
 
 class CatalogBusyError(RuntimeError):

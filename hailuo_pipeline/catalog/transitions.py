@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS, OwnerAlive, owner_alive
-from hailuo_pipeline.catalog.rows import ACTIVE, PAID, PROGRESS_ORDER, RequestRow, Status, VideoRow, utcnow
+from hailuo_pipeline.catalog.rows import ACTIVE, PAID, PROGRESS_ORDER, RequestRow, Status, VideoRow
 from hailuo_pipeline.catalog.storage import LedgerStore, LedgerTransaction
 from hailuo_pipeline.redact import redact
 
@@ -31,7 +31,7 @@ class LedgerTransitions:
     # -- transitions -----------------------------------------------------------------------
     def mark_submitted(self, request_key: str, request_id: str) -> None:
         with self.store.transaction() as t:
-            values = {"request_id": request_id, "submitted_at": utcnow(), "status": Status.SUBMITTED}
+            values = {"request_id": request_id, "submitted_at": t.now(), "status": Status.SUBMITTED}
             self._change(t, one_row(t, request_key), values, f"fal request id {request_id}")
 
     def mark_progress(self, request_key: str, status: Status, detail: str | None = None) -> None:
@@ -39,7 +39,7 @@ class LedgerTransitions:
         with self.store.transaction() as t:
             row = one_row(t, request_key)
             if PROGRESS_ORDER.get(row.status, 99) < PROGRESS_ORDER[status]:
-                started = utcnow() if status is Status.IN_PROGRESS and row.started_at is None else row.started_at
+                started = t.now() if status is Status.IN_PROGRESS and row.started_at is None else row.started_at
                 self._change(t, row, {"status": status, "started_at": started}, detail)
 
     def mark_completed(
@@ -50,7 +50,7 @@ class LedgerTransitions:
             row = one_row(t, request_key)
             if row.status not in ACTIVE or row.status is Status.COMPLETED:
                 return
-            now = utcnow()
+            now = t.now()
             started = row.started_at or now
             values: dict[str, Any] = {
                 "status": Status.COMPLETED,
@@ -119,7 +119,7 @@ class LedgerTransitions:
             "status": status,
             "error_type": error_type,
             "error_message": redact(message)[:MESSAGE_CHARS],
-            "completed_at": row.completed_at or utcnow(),
+            "completed_at": row.completed_at or t.now(),
             "reserved_usd": Decimal(0),
             "owner": None,
             **extra,
@@ -147,7 +147,7 @@ class LedgerTransitions:
         """Record a verified file; idempotent when two attempts deliver the same request. Returns the
         recorded video and the request's row as it now stands."""
         with self.store.transaction() as t:
-            now = utcnow()
+            now = t.now()
             existing = t.video(request_id=video.request_id)
             if existing is None:
                 t.insert_video(video, now)
@@ -160,7 +160,7 @@ class LedgerTransitions:
 
     @staticmethod
     def _event(t: LedgerTransaction, request_key: str, status: Status, detail: str | None) -> None:
-        t.add_event(request_key, status, utcnow(), None if detail is None else redact(detail))
+        t.add_event(request_key, status, t.now(), None if detail is None else redact(detail))
 
     def _change(self, t: LedgerTransaction, row: RequestRow, values: dict[str, Any], detail: str | None) -> None:
         """Write `values` to the row and record the transition (to its new status, or the same one)."""

@@ -28,9 +28,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 submit_timeout_seconds=settings.submit_timeout_seconds,
                 poll_interval_seconds=settings.poll_interval_seconds,
             ),
-            "catalog": CatalogResource(database=str(settings.catalog_path), lease_seconds=settings.lease_seconds),
+            "catalog": CatalogResource(
+                database=str(settings.catalog_path), url=settings.catalog_url, lease_seconds=settings.lease_seconds
+            ),
             "shots": ShotsResource(
-                data_dir=str(settings.data_dir), allowed_private_image_hosts=settings.allowed_private_image_hosts
+                data_dir=str(settings.data_dir),
+                video_store=settings.video_store,
+                allowed_private_image_hosts=settings.allowed_private_image_hosts,
             ),
             "budget": BudgetResource(daily_usd=settings.daily_budget_usd, total_usd=settings.total_budget_usd),
         },

@@ -16,10 +16,9 @@ from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, logger
 
-from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
+from hailuo_pipeline.catalog.backends import open_catalog
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.registry import record_shots
-from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.defs.automation.run_requests import range_tags
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
@@ -78,7 +77,7 @@ def sync(dagster: DagsterInstance, settings: Settings) -> SyncResult:
     """Register the manifest's shots as partitions and in the catalog; raises ManifestError."""
     manifest = read_manifest(settings.manifest_path)
     existing = dagster.get_dynamic_partitions(SHOTS)
-    plan = record_shots(Catalog(settings.catalog_path), manifest, set(existing))
+    plan = record_shots(open_catalog(settings.catalog_location), manifest, set(existing))
     if plan.new:
         dagster.add_dynamic_partitions(SHOTS, plan.new)
     return SyncResult(manifest, plan.new, plan.changed, manifest.errors)
@@ -107,7 +106,7 @@ def materialize(
         unknown = [s for s in shot_ids or [] if s not in registered]
         if unknown:
             raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
-        ledger = RequestLedger(DuckDBLedgerStore(settings.catalog_path), lease_seconds=settings.lease_seconds)
+        ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
         plan = plan_shots(registered, manifest, ledger.standings())
         asked = {"resubmit_ambiguous": resubmit_ambiguous, "retry_refused": retry_refused}
         summary = MaterializeSummary(requested=list(shot_ids or plan.targets(**asked)))

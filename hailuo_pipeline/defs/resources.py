@@ -12,14 +12,16 @@ from dagster import ConfigurableResource, Failure
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from hailuo_pipeline.catalog.backends import is_shared, open_catalog
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
-from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import Budget
+from hailuo_pipeline.catalog.storage import CatalogDatabase
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
 from hailuo_pipeline.shots.remote import RemotePolicy
+from hailuo_pipeline.video.store import VideoStore, open_video_store
 
 _FAL_DEFAULTS = FalSettings(key="")
 
@@ -49,7 +51,13 @@ class FalResource(ConfigurableResource):
 class ShotsResource(ConfigurableResource):
     """The data directory: `shots.csv`, the images it names, and `videos/`."""
 
-    data_dir: str = Field(description="Directory holding shots.csv; videos land in its videos/ folder")
+    data_dir: str = Field(description="Directory holding shots.csv; videos land in its videos/ folder by default")
+    video_store: str = Field(
+        default="",
+        description="Where videos are kept when not in data_dir/videos: an object-store URL such as "
+        "s3://bucket/prefix (credentials from the standard AWS environment or profile); set from "
+        "EnvVar('HAILUO_VIDEO_STORE')",
+    )
     allowed_private_image_hosts: str = Field(
         default="",
         description="Comma-separated hosts that image URLs may use although they are loopback or private ('*': any)",
@@ -62,9 +70,8 @@ class ShotsResource(ConfigurableResource):
     def manifest_path(self) -> Path:
         return Path(self.data_dir) / "shots.csv"
 
-    @property
-    def videos_dir(self) -> Path:
-        return Path(self.data_dir) / "videos"
+    def videos(self) -> VideoStore:
+        return open_video_store(self.video_store or Path(self.data_dir) / "videos")
 
     def manifest(self) -> Manifest:
         try:
@@ -85,23 +92,34 @@ class ShotsResource(ConfigurableResource):
 
 
 class CatalogResource(DuckDBResource):
-    """The DuckDB catalog. `get_connection()` gives short, migrated, lock-tolerant transactions."""
+    """The catalog: the embedded DuckDB file at `database`, or, when `url` names a PostgreSQL database, the
+    shared ledger there (and `database` is its DuckDB snapshot). `get_connection()` gives short, migrated,
+    lock-tolerant transactions on the DuckDB file."""
 
+    url: str = Field(
+        default="",
+        description="postgresql://user@host/db?schema=hailuo for a ledger shared by runs on many machines; "
+        "set from EnvVar('HAILUO_CATALOG_URL'). Empty: the embedded DuckDB file",
+    )
     lease_seconds: float = Field(
         default=LEASE_SECONDS,
         description="A request whose process stopped heart-beating this long ago is an orphan (resumed by id), "
         "or, before fal answered its submit, ambiguous",
     )
 
-    def catalog(self) -> Catalog:
-        return Catalog(self.database)
+    @property
+    def shared(self) -> bool:
+        return is_shared(self.url)
+
+    def catalog(self) -> CatalogDatabase:
+        return open_catalog(self.url or self.database)
 
     def ledger(self) -> RequestLedger:
-        return RequestLedger(DuckDBLedgerStore(self.catalog()), lease_seconds=self.lease_seconds)
+        return RequestLedger(self.catalog(), lease_seconds=self.lease_seconds)
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.catalog().connect() as conn:
+        with Catalog(self.database).connect() as conn:
             yield conn
 
 

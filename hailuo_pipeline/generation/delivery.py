@@ -4,14 +4,13 @@ for a download problem: the stored result URL is fetched again instead."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow, VideoRow
 from hailuo_pipeline.fal.config import FalSettings
-from hailuo_pipeline.fal.replies import BadReply, VideoEntry, checked_request_id, checked_video
+from hailuo_pipeline.fal.replies import BadReply, VideoEntry, checked_video
 from hailuo_pipeline.generation.download import DownloadedVideo, DownloadError, download_video
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
@@ -21,29 +20,19 @@ from hailuo_pipeline.generation.errors import (
 )
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.video.probe import problems_with
+from hailuo_pipeline.video.store import VideoStore, VideoStoreError
 
 GONE = (404, 410)
 
 
-def video_path(videos_dir: Path, shot_id: str, take: int, request_id: str) -> Path:
-    """Where a take's video lives: built from a validated shot id and request id, and checked to resolve
-    inside the video store whatever those held."""
-    name = f"take{take:03d}-{checked_request_id(request_id)}.mp4"
-    store = videos_dir.resolve()
-    path = (store / shot_id / name).resolve()
-    if not path.is_relative_to(store) or path.parent.parent != store:
-        raise BadReply(f"the video path for shot {shot_id!r} and request {request_id!r} leaves the video store")
-    return path
-
-
 class Delivery:
     def __init__(
-        self, fal: FalSettings, http: httpx.AsyncClient, ledger: RequestLedger, videos_dir: Path, log: RunLog
+        self, fal: FalSettings, http: httpx.AsyncClient, ledger: RequestLedger, videos: VideoStore, log: RunLog
     ) -> None:
         self.fal = fal
         self.http = http
         self.ledger = ledger
-        self.videos_dir = videos_dir
+        self.videos = videos
         self.log = log
 
     async def deliver(self, row: RequestRow, video: VideoEntry | None) -> tuple[VideoRow, RequestRow]:
@@ -56,25 +45,28 @@ class Delivery:
             except BadReply as exc:
                 cause = f"the ledger holds no usable result yet ({exc})"
                 raise TransientShotFailure(row.shot_id, cause, FIX_RESUMABLE) from exc
-        destination = video_path(self.videos_dir, row.shot_id, row.take, row.request_id)
+        destination = self.videos.staging(row.shot_id, row.take, row.request_id)
         downloaded: DownloadedVideo | None = None
+        kept: str | None = None
         last_error: DownloadError | None = None
         for attempt in range(1, self.fal.download_attempts + 1):
             try:
                 downloaded = await download_video(
                     self.http, video.url, destination, video.file_size, self.fal.download_timeout_seconds
                 )
+                kept = await asyncio.to_thread(self.videos.keep, downloaded.path, row.shot_id, row.take, row.request_id)
                 break
-            except DownloadError as exc:
-                last_error = exc
-                again = exc.worth_retrying and attempt < self.fal.download_attempts
+            except (DownloadError, VideoStoreError) as exc:
+                downloaded = None
+                last_error = exc if isinstance(exc, DownloadError) else DownloadError(str(exc))
+                again = last_error.worth_retrying and attempt < self.fal.download_attempts
                 self.log.warning(
                     f"{row.shot_id}: download attempt {attempt} failed ({exc})" + ("; fetching again" if again else "")
                 )
                 if not again:
                     break
                 await asyncio.sleep(min(0.5 * attempt, 5))
-        if downloaded is None:
+        if downloaded is None or kept is None:
             assert last_error is not None
             if last_error.status_code in GONE:
                 message = f"fal's video for request {row.request_id} is gone ({last_error})"
@@ -82,7 +74,7 @@ class Delivery:
                 raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))
             raise TransientShotFailure(
                 row.shot_id,
-                f"the paid video of request {row.request_id} could not be downloaded ({last_error})",
+                f"the paid video of request {row.request_id} could not be downloaded and stored ({last_error})",
                 "none needed: it stays in the ledger and the next attempt fetches it again, without a new request",
             )
         probe = downloaded.probe
@@ -96,7 +88,7 @@ class Delivery:
                 request_id=row.request_id,
                 request_key=row.request_key,
                 shot_id=row.shot_id,
-                path=str(downloaded.path),
+                path=kept,
                 sha256=downloaded.sha256,
                 bytes=downloaded.bytes,
                 width=probe.width,
@@ -107,7 +99,5 @@ class Delivery:
                 source_url=video.url,
             ),
         )
-        self.log.info(
-            f"{row.shot_id}: fal request {row.request_id} delivered, verified and recorded at {downloaded.path}"
-        )
+        self.log.info(f"{row.shot_id}: fal request {row.request_id} delivered, verified and recorded at {kept}")
         return recorded, final

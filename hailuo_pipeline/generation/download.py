@@ -14,9 +14,9 @@ from typing import BinaryIO
 import httpx
 
 from hailuo_pipeline.fal.replies import MAX_VIDEO_BYTES
-from hailuo_pipeline.processes import pid_alive
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.video.probe import VideoProbe, VideoProbeError, probe_video
+from hailuo_pipeline.video.store import remove_abandoned_partials
 
 
 class DownloadError(RuntimeError):
@@ -92,29 +92,3 @@ def _private_file(path: Path) -> Iterator[BinaryIO]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         yield handle
-
-
-def remove_abandoned_everywhere(videos_dir: Path) -> None:
-    """Partial downloads of killed processes, in every shot's folder (done once per batch)."""
-    if videos_dir.is_dir():
-        for folder in videos_dir.iterdir():
-            if folder.is_dir():
-                remove_abandoned_partials(folder)
-
-
-def remove_abandoned_partials(folder: Path) -> None:
-    """Partial files left in `folder` by killed processes; a live process's partial is left alone."""
-    for partial in folder.glob(".*.partial"):
-        pid = partial.name.removesuffix(".partial").rpartition(".")[2]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            partial.unlink(missing_ok=True)
-
-
-def file_matches(path: Path, sha256: str, size: int) -> bool:
-    if not path.is_file() or path.stat().st_size != size:
-        return False
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(block)
-    return digest.hexdigest() == sha256

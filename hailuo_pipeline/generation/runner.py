@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import fal_client
 import httpx
@@ -30,7 +29,6 @@ from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import watch_status_calls
 from hailuo_pipeline.fal.replies import VideoEntry
 from hailuo_pipeline.generation.delivery import Delivery
-from hailuo_pipeline.generation.download import file_matches, remove_abandoned_everywhere
 from hailuo_pipeline.generation.errors import (
     PermanentShotFailure,
     ShotFailure,
@@ -45,6 +43,7 @@ from hailuo_pipeline.generation.submit import fingerprint, ledger_arguments, sub
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
+from hailuo_pipeline.video.store import VideoStore
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 DETAILED_LOG_SHOTS = 8
@@ -56,7 +55,7 @@ class ShotGenerator:
         self,
         fal: FalSettings,
         ledger: RequestLedger,
-        videos_dir: Path,
+        videos: VideoStore,
         log: RunLog,
         *,
         run_id: str | None,
@@ -64,7 +63,7 @@ class ShotGenerator:
     ) -> None:
         self.fal = fal
         self.ledger = ledger
-        self.videos_dir = videos_dir
+        self.videos = videos
         self.log = log
         self.run_id = run_id
         self.options = options
@@ -83,10 +82,10 @@ class ShotGenerator:
         await watch_status_calls(self._client)
         self._http = httpx.AsyncClient(timeout=self.fal.download_timeout_seconds, follow_redirects=True)
         self._follower = RequestFollower(self.fal, self._client, self.ledger, self.log)
-        self._delivery = Delivery(self.fal, self._http, self.ledger, self.videos_dir, self.log)
+        self._delivery = Delivery(self.fal, self._http, self.ledger, self.videos, self.log)
         self._leases = asyncio.create_task(self._renew_leases())
         # partial downloads of killed processes: cleaned beside the batch, not before its first submit
-        self._sweep = asyncio.create_task(asyncio.to_thread(remove_abandoned_everywhere, self.videos_dir))
+        self._sweep = asyncio.create_task(asyncio.to_thread(self.videos.sweep_abandoned))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -229,7 +228,7 @@ class ShotGenerator:
         outcome.request = row
         if claim.kind is ClaimKind.REUSE and claim.video is not None:
             video = claim.video
-            if await asyncio.to_thread(file_matches, Path(video.path), video.sha256, video.bytes):
+            if await asyncio.to_thread(self.videos.holds, video.path, video.sha256, video.bytes):
                 self.log.info(f"{request.shot_id}: reusing verified video {video.path} (no request)")
                 outcome.video, outcome.reused = video, True
                 return

@@ -5,7 +5,6 @@ shots are done; selected on their own (the UI's "Execute checks"), they cover th
 
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
@@ -13,6 +12,7 @@ from hailuo_pipeline.catalog.audit import charges_off_price, recorded_videos
 from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline.video.probe import VideoProbeError, probe_video, problems_with
+from hailuo_pipeline.video.store import VideoStore
 
 MAX_LISTED = 20
 LOST_WINDOW_DAYS = 7
@@ -38,21 +38,21 @@ NO_PAID_VIDEO_LOST = AssetCheckSpec(
 VIDEO_CHECKS = [VIDEOS_MATCH_REQUESTS, COSTS_MATCH_PRICE_TABLE, NO_PAID_VIDEO_LOST]
 
 
-def videos_match_requests(catalog: CatalogResource, run_id: str | None = None) -> AssetCheckResult:
+def videos_match_requests(catalog: CatalogResource, store: VideoStore, run_id: str | None = None) -> AssetCheckResult:
     """The videos recorded by `run_id` (every video when None or when that run recorded none)."""
     videos = recorded_videos(catalog.catalog(), run_id) if run_id else []
     videos = videos or recorded_videos(catalog.catalog())
     problems: list[str] = []
     for video in videos:
-        file = Path(video.path)
         where = f"{video.shot_id} ({video.request_id})"
-        if not file.is_file() or file.stat().st_size != video.bytes:
-            problems.append(f"{where}: {video.path} is missing or not {video.bytes} bytes")
-            continue
-        try:
-            found = problems_with(probe_video(file), video.requested_seconds)
-        except VideoProbeError as exc:
-            found = [str(exc)]
+        with store.local_copy(video.path) as file:
+            if file is None or file.stat().st_size != video.bytes:
+                problems.append(f"{where}: {video.path} is missing or not {video.bytes} bytes")
+                continue
+            try:
+                found = problems_with(probe_video(file), video.requested_seconds)
+            except VideoProbeError as exc:
+                found = [str(exc)]
         problems.extend(f"{where}: {p}" for p in found)
     return AssetCheckResult(
         asset_key=VIDEOS_MATCH_REQUESTS.asset_key,

@@ -93,7 +93,7 @@ def shot_metadata(outcome: ShotOutcome) -> dict:
         "total_seconds": round(outcome.seconds, 3),
         "status_polls": outcome.polls,
         "reused": outcome.reused,
-        "path": MetadataValue.path(video.path),
+        "path": MetadataValue.url(video.path) if "://" in video.path else MetadataValue.path(video.path),
         "source_url": MetadataValue.url(video.source_url or ""),
         "sha256": video.sha256,
         "bytes": video.bytes,
@@ -171,7 +171,7 @@ def make_shots(
         generator = ShotGenerator(
             fal.settings(),
             catalog.ledger(),
-            shots.videos_dir,
+            shots.videos(),
             writes,
             run_id=context.run_id,
             options=GenerationOptions(
@@ -189,7 +189,7 @@ def make_shots(
     writes.drain()
     checks = context.selected_asset_check_keys
     if VIDEOS_MATCH_REQUESTS.key in checks:
-        yield videos_match_requests(catalog, context.run_id if hailuo_video.key in selected else None)
+        yield videos_match_requests(catalog, shots.videos(), context.run_id if hailuo_video.key in selected else None)
     if COSTS_MATCH_PRICE_TABLE.key in checks:
         yield costs_match_price_table(catalog)
     if NO_PAID_VIDEO_LOST.key in checks:

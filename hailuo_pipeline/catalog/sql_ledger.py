@@ -1,0 +1,164 @@
+"""The ledger's reads and writes in SQL that DuckDB and PostgreSQL both run (`?` marks, `= ANY(?)` lists).
+
+A backend supplies `_rows` (run one statement) and `now` (its clock); everything else is here once.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from hailuo_pipeline.catalog.rows import ACTIVE, ROW_COLUMNS, RequestRow, Status, VideoRow, request_row
+
+# The one definition of the price in effect: the latest price of the endpoint and duration on or before a day.
+# Placeholders: endpoint, duration, day (SQL expressions or ?).
+PRICE_IN_EFFECT = (
+    "FROM prices WHERE endpoint = {endpoint} AND duration_seconds = {duration} AND effective_from <= {day} "
+    "ORDER BY effective_from DESC LIMIT 1"
+)
+VIDEO_COLUMNS = (
+    "request_id, request_key, shot_id, path, sha256, bytes, width, height, fps, frames, duration_seconds, source_url"
+)
+_NEWEST_FIRST = "ORDER BY created_at DESC, take DESC"
+_STANDING = f"""
+    WITH ranked AS (
+        SELECT *,
+            row_number() OVER (PARTITION BY shot_id {_NEWEST_FIRST}) AS nth,
+            row_number() OVER (PARTITION BY shot_id, status {_NEWEST_FIRST}) AS nth_of_status,
+            bool_or(status = ANY(?)) OVER (PARTITION BY shot_id) AS busy,
+            first_value(status) OVER (PARTITION BY shot_id {_NEWEST_FIRST}) AS latest
+        FROM requests
+    )
+"""
+
+
+class SqlLedgerTransaction(ABC):
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement with `?` marks; its rows (none for a write)."""
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """The database's clock, in UTC without a zone: one clock for every machine sharing the ledger."""
+
+    def requests(
+        self,
+        *,
+        request_key: str | None = None,
+        fingerprint: str | None = None,
+        shot_id: str | None = None,
+        statuses: Sequence[Status] | None = None,
+        completed_since: datetime | None = None,
+    ) -> list[RequestRow]:
+        where: list[str] = ["true"]
+        params: list[Any] = []
+        for column, value in (("request_key", request_key), ("fingerprint", fingerprint), ("shot_id", shot_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if statuses is not None:
+            where.append("status = ANY(?)")
+            params.append([s.value for s in statuses])
+        if completed_since is not None:
+            where.append("completed_at >= ?")
+            params.append(completed_since)
+        found = self.execute(f"SELECT {ROW_COLUMNS} FROM requests WHERE {' AND '.join(where)} {_NEWEST_FIRST}", params)
+        return [row for row in map(request_row, found) if row is not None]
+
+    def standing_rows(self) -> tuple[list[str], list[RequestRow]]:
+        active = [s.value for s in ACTIVE]
+        succeeded = Status.SUCCEEDED.value
+        delivered = self.execute(
+            _STANDING + "SELECT shot_id FROM ranked WHERE nth = 1 AND status = ? AND NOT busy", [active, succeeded]
+        )
+        found = self.execute(
+            _STANDING + f"SELECT {ROW_COLUMNS} FROM ranked WHERE (busy OR latest <> ?) AND "
+            f"(nth = 1 OR status = ANY(?) OR (status = ? AND nth_of_status = 1)) {_NEWEST_FIRST}",
+            [active, succeeded, active, succeeded],
+        )
+        return [shot for (shot,) in delivered], [row for row in map(request_row, found) if row is not None]
+
+    def insert_request(self, values: dict[str, Any]) -> None:
+        columns = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        self.execute(f"INSERT INTO requests ({columns}) VALUES ({marks})", [_plain(v) for v in values.values()])
+
+    def update_request(self, request_key: str, values: dict[str, Any]) -> None:
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        self.execute(
+            f"UPDATE requests SET {assignments} WHERE request_key = ?",
+            [*(_plain(v) for v in values.values()), request_key],
+        )
+
+    def add_polls(self, request_key: str, polls: int) -> None:
+        self.execute("UPDATE requests SET polls = polls + ? WHERE request_key = ?", [polls, request_key])
+
+    def renew_leases(self, request_keys: Sequence[str], owner: str, now: datetime) -> None:
+        self.execute(
+            "UPDATE requests SET heartbeat_at = ? WHERE owner = ? AND request_key = ANY(?)",
+            [now, owner, list(request_keys)],
+        )
+
+    def release_leases(self, owner: str, statuses: Sequence[Status]) -> None:
+        self.execute(
+            "UPDATE requests SET owner = NULL WHERE owner = ? AND status = ANY(?)", [owner, [s.value for s in statuses]]
+        )
+
+    def add_event(self, request_key: str, status: Status, at: datetime, detail: str | None) -> None:
+        self.execute("INSERT INTO request_events VALUES (?, ?, ?, ?)", [request_key, status.value, at, detail])
+
+    def committed_usd(self, day: date) -> tuple[Decimal, Decimal]:
+        found = self.execute(
+            "SELECT coalesce(sum(cost_usd + reserved_usd), 0), "
+            "coalesce(sum(cost_usd + reserved_usd) FILTER (WHERE CAST(created_at AS DATE) = ?), 0) FROM requests",
+            [day],
+        )
+        return (Decimal(found[0][0]), Decimal(found[0][1])) if found else (Decimal(0), Decimal(0))
+
+    def price(self, endpoint: str, duration_seconds: int, day: date) -> tuple[str, Decimal] | None:
+        found = self.execute(
+            "SELECT price_id, usd " + PRICE_IN_EFFECT.format(endpoint="?", duration="?", day="?"),
+            [endpoint, duration_seconds, day],
+        )
+        return (found[0][0], Decimal(found[0][1])) if found else None
+
+    def video(self, *, request_key: str | None = None, request_id: str | None = None) -> VideoRow | None:
+        column, value = ("request_key", request_key) if request_key is not None else ("request_id", request_id)
+        found = self.execute(f"SELECT {VIDEO_COLUMNS} FROM videos WHERE {column} = ?", [value])
+        return VideoRow(*found[0]) if found else None
+
+    def insert_video(self, video: VideoRow, recorded_at: datetime) -> None:
+        self.execute(
+            f"INSERT INTO videos ({VIDEO_COLUMNS}, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                video.request_id,
+                video.request_key,
+                video.shot_id,
+                video.path,
+                video.sha256,
+                video.bytes,
+                video.width,
+                video.height,
+                video.fps,
+                video.frames,
+                video.duration_seconds,
+                video.source_url,
+                recorded_at,
+            ],
+        )
+
+    def result(self, request_key: str) -> dict[str, Any] | None:
+        found = self.execute("SELECT result_json FROM requests WHERE request_key = ?", [request_key])
+        return json.loads(found[0][0]) if found and found[0][0] else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Status):
+        return value.value
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value

@@ -1,0 +1,263 @@
+"""The same ledger and report tests against both backends: the embedded DuckDB file and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from hailuo_pipeline.catalog.backends import open_catalog
+from hailuo_pipeline.catalog.decisions import ClaimKind, shot_standing
+from hailuo_pipeline.catalog.ledger import BudgetExceededError, RequestLedger
+from hailuo_pipeline.catalog.report import build_report
+from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, utcnow
+from hailuo_pipeline.catalog.schema import LATEST_VERSION, MIGRATIONS
+from hailuo_pipeline.model_limits import ENDPOINT_ID
+
+VIEWS = {
+    "spend_by_day",
+    "spend_by_month",
+    "spend_by_shot",
+    "spend_by_run",
+    "failed_requests",
+    "cancelled_requests",
+    "latency_percentiles",
+    "lost_requests",
+}
+
+
+def seed_known_rows(database) -> None:
+    rows = [
+        # key, shot, take, status, duration, created, cost, reserved, wall, queue
+        ("r1", "a", 1, "succeeded", 6, "2026-11-28 10:00:00", "0.19", "0", 60.0, 10.0),
+        ("r2", "b", 1, "succeeded", 10, "2026-11-28 11:00:00", "0.32", "0", 80.0, 20.0),
+        ("r3", "c", 1, "failed", 6, "2026-11-28 12:00:00", "0", "0", None, None),
+        ("r4", "c", 2, "succeeded", 6, "2026-11-27 12:00:00", "0.19", "0", 100.0, 30.0),
+        ("r5", "d", 1, "cancelled", 10, "2026-11-28 13:00:00", "0", "0", None, None),
+        ("r6", "e", 1, "in_queue", 6, "2026-11-28 14:00:00", "0", "0.19", None, None),
+        ("r7", "f", 1, "succeeded", 10, "2026-10-31 09:00:00", "0.32", "0", 120.0, 40.0),
+    ]
+    with database.transaction() as t:
+        for key, shot, take, status, duration, created, cost, reserved, wall, queue in rows:
+            t.execute(
+                "INSERT INTO requests (request_key, shot_id, take, fingerprint, endpoint, duration_seconds, status, "
+                "created_at, cost_usd, reserved_usd, wall_seconds, queue_seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    key,
+                    shot,
+                    take,
+                    f"f-{key}",
+                    ENDPOINT_ID,
+                    duration,
+                    status,
+                    datetime.fromisoformat(created),
+                    Decimal(cost),
+                    Decimal(reserved),
+                    wall,
+                    queue,
+                ],
+            )
+
+
+def test_migrates_to_the_latest_version_with_prices_and_views(database):
+    with database.transaction(read_only=True) as t:
+        versions = [r[0] for r in t.execute("SELECT version FROM schema_version ORDER BY 1")]
+        prices = t.execute("SELECT duration_seconds, usd FROM prices ORDER BY 1")
+        views = {
+            r[0]
+            for r in t.execute("SELECT table_name FROM information_schema.views WHERE table_schema = current_schema()")
+        }
+    assert versions == [m[0] for m in MIGRATIONS] and versions[-1] == LATEST_VERSION
+    assert prices == [(6, Decimal("0.1900")), (10, Decimal("0.3200"))]
+    assert views >= VIEWS
+
+
+def test_report_numbers_against_known_rows(database):
+    seed_known_rows(database)
+    report = build_report(
+        database, Budget(daily_usd=Decimal("1.00"), total_usd=Decimal("10")), today=date(2026, 11, 28)
+    )
+    s = report.summary
+    assert s["spend_today_usd"] == pytest.approx(0.51)
+    assert s["spend_month_to_date_usd"] == pytest.approx(0.70)
+    assert s["spend_all_time_usd"] == pytest.approx(1.02)
+    assert s["reserved_usd"] == pytest.approx(0.19)
+    assert (s["requests"], s["retries"], s["succeeded"], s["failures"], s["cancellations"]) == (7, 1, 4, 1, 1)
+    assert s["latency_mean_seconds"] == pytest.approx(90.0)
+    assert s["latency_p95_seconds"] == pytest.approx(117.0)
+    assert s["daily_budget_used"] == pytest.approx(0.70)
+    assert s["total_budget_used"] == pytest.approx(0.121)
+    assert report.by_duration.to_dict(orient="records") == [
+        {"duration_seconds": 6, "requests": 4, "videos": 2, "spend_usd": pytest.approx(0.38)},
+        {"duration_seconds": 10, "requests": 3, "videos": 2, "spend_usd": pytest.approx(0.64)},
+    ]
+    assert report.by_day.to_dict(orient="records")[-1]["spend_usd"] == pytest.approx(0.51)
+
+
+def test_views_answer_the_same_on_both_backends(database):
+    seed_known_rows(database)
+    month = database.read("SELECT month, requests, spend_usd FROM spend_by_month ORDER BY month")
+    assert month.to_dict(orient="records") == [
+        {"month": "2026-10", "requests": 1, "spend_usd": Decimal("0.3200")},
+        {"month": "2026-11", "requests": 6, "spend_usd": Decimal("0.7000")},
+    ]
+    latency = database.read("SELECT requests, queue_p50, wall_p95 FROM latency_percentiles")
+    assert latency.iloc[0].tolist() == [4, pytest.approx(25.0), pytest.approx(117.0)]
+
+
+def _request(shot: str, owner: str = "me", duration: int = 10) -> NewRequest:
+    return NewRequest(shot, f"fp-{shot}", ENDPOINT_ID, {}, duration, "run", shot, owner)
+
+
+def test_claim_reserves_then_resumes_by_id(database):
+    ledger = RequestLedger(database)
+    first = ledger.claim(_request("s"), Budget())
+    assert first.kind == "submit" and first.row.price_usd == Decimal("0.32")
+    ledger.mark_submitted(first.row.request_key, "fal-1")
+    again = ledger.claim(_request("s"), Budget())
+    assert again.kind == "resume" and again.row.request_id == "fal-1"
+
+
+def test_times_come_from_the_database_clock(database):
+    ledger = RequestLedger(database)
+    with database.transaction(read_only=True) as t:
+        clock = t.now()
+    row = ledger.claim(_request("s"), Budget()).row
+    assert abs((row.created_at - clock).total_seconds()) < 5
+    assert abs((row.created_at - utcnow()).total_seconds()) < 5  # this machine's clock agrees here
+
+
+def test_budget_race_between_threads_pays_at_most_what_fits(database):
+    """Eight threads, each with its own connections, race for a total budget that fits 3 videos."""
+    ledger = RequestLedger(database)
+    budget = Budget(total_usd=Decimal("0.57"))
+    outcomes: list[str] = []
+
+    def claim(i: int) -> None:
+        try:
+            outcomes.append(ledger.claim(_request(f"s{i}", owner=f"w{i}", duration=6), budget).kind.value)
+        except BudgetExceededError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused"] * 5 + ["submit"] * 3
+    assert database.read("SELECT sum(reserved_usd) AS held FROM requests")["held"].iloc[0] == Decimal("0.5700")
+
+
+def test_one_live_claim_per_fingerprint_even_without_the_lock(postgres_url):
+    """The partial unique index refuses a second live row of a fingerprint written around the ledger."""
+    import psycopg
+
+    database = open_catalog(postgres_url)
+    RequestLedger(database).claim(_request("s"), Budget())
+    values = "('k2', 's', 2, 'fp-s', 'e', 6, 'submitted', localtimestamp)"
+    with pytest.raises(psycopg.errors.UniqueViolation), database.transaction() as t:
+        t.execute(
+            "INSERT INTO requests (request_key, shot_id, take, fingerprint, endpoint, duration_seconds, status, "
+            f"created_at) VALUES {values}"
+        )
+    with database.transaction() as t:  # a finished row of the same fingerprint is fine
+        t.execute(
+            "INSERT INTO requests (request_key, shot_id, take, fingerprint, endpoint, duration_seconds, status, "
+            f"created_at) VALUES {values.replace('submitted', 'failed')}"
+        )
+
+
+def _writer(location: str, worker: int, count: int) -> None:
+    ledger = RequestLedger(open_catalog(location))
+    for i in range(count):
+        request = NewRequest(
+            f"w{worker}-{i}", f"fp-{worker}-{i}", ENDPOINT_ID, {"i": i}, 6, f"run-{worker}", None, f"worker-{worker}"
+        )
+        row = ledger.claim(request, Budget()).row
+        ledger.mark_submitted(row.request_key, f"fal-{worker}-{i}")
+        ledger.mark_progress(row.request_key, Status.IN_PROGRESS)
+        ledger.mark_completed(row.request_key, {"video": {"url": "u"}}, "u", 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
+def test_four_processes_writing_at_once_lose_nothing(backend, tmp_path, request):
+    """Four processes race for the first migration and then write 25 requests each."""
+    location = str(tmp_path / "c.duckdb") if backend == "duckdb" else request.getfixturevalue("postgres_url")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(location, w, 25)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=240)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    database = open_catalog(location)
+    totals = database.read(
+        "SELECT count(*) AS n, count(DISTINCT request_id) AS ids, sum(cost_usd) AS usd, "
+        "(SELECT count(*) FROM request_events) AS events, (SELECT count(*) FROM schema_version) AS versions "
+        "FROM requests"
+    )
+    assert totals.iloc[0].tolist() == [100, 100, Decimal("19.0000"), 400, LATEST_VERSION]
+
+
+def test_standings_read_at_scale_equal_standings_over_every_row(database):
+    """The store hands the ledger only the rows a shot's standing depends on (plus the shots plainly
+    delivered); over a varied catalog that must decide exactly as reading every row would."""
+    rng = random.Random(7)
+    statuses = [s.value for s in Status]
+    start = datetime(2026, 11, 1)
+    with database.transaction() as t:
+        now = t.now()
+        for shot in range(300):
+            for take in range(rng.randint(1, 5)):
+                status = rng.choice(statuses)
+                live = status in {"reserved", "submitted", "in_queue", "in_progress", "completed"}
+                if live and t.execute(
+                    "SELECT 1 FROM requests WHERE fingerprint = ? AND status = ANY(?)",
+                    [f"f{shot}", ["reserved", "submitted", "in_queue", "in_progress", "completed"]],
+                ):
+                    status = "failed"  # one live claim per fingerprint, as the ledger keeps it
+                t.execute(
+                    "INSERT INTO requests (request_key, request_id, shot_id, take, fingerprint, endpoint, "
+                    "duration_seconds, status, owner, heartbeat_at, created_at, price_usd, permanent_failure) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 6, ?, ?, ?, ?, 0.19, ?)",
+                    [
+                        f"k{shot}-{take}",
+                        None if status == "reserved" else f"r{shot}-{take}",
+                        f"s{shot}",
+                        take,
+                        f"f{shot}",
+                        ENDPOINT_ID,
+                        status,
+                        rng.choice([None, "elsewhere:1:x"]),
+                        now - timedelta(seconds=rng.choice([1, 600])),  # live and expired leases
+                        start + timedelta(minutes=shot * 10 + take),
+                        status == "failed" and rng.random() < 0.5,
+                    ],
+                )
+    ledger = RequestLedger(database)
+    with database.transaction(read_only=True) as t:
+        every_row = t.requests()
+        now = t.now()
+    by_shot: dict[str, list] = {}
+    for row in every_row:
+        by_shot.setdefault(row.shot_id, []).append(row)
+    expected = {s: shot_standing(rows, now, ledger.lease_seconds, ledger.alive).state for s, rows in by_shot.items()}
+    assert {s: standing.state for s, standing in ledger.standings().items()} == expected
+    assert len(set(expected.values())) >= 6  # the catalog really is varied
+
+
+def test_claim_kinds_match_across_backends(database):
+    """A short life of one shot: submit, wait for a live owner, resume an orphan, reuse the video."""
+    ledger = RequestLedger(database, alive=lambda owner: owner != "dead")
+    first = ledger.claim(_request("s", owner="other"), Budget())
+    ledger.mark_submitted(first.row.request_key, "fal-1")
+    assert ledger.claim(_request("s"), Budget()).kind is ClaimKind.WAIT
+    ledger.release("other")
+    taken = ledger.take_over_orphans("s", "me")
+    assert [r.request_id for r in taken] == ["fal-1"] and taken[0].attempts == 2
