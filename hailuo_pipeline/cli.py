@@ -161,9 +161,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_outcome(summary)
     print(report_text("table"))
     print(
-        f"videos in {settings.videos_dir}; open the UI with `dagster dev` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+        f"videos in {settings.video_location}; open the UI with `dagster dev` "
+        f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )
     return 0 if not summary.failed else 1
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from hailuo_pipeline.defs.headless import instance, snapshot
+
+    settings = Settings.from_env()
+    if not settings.catalog_url:
+        raise SystemExit("error: HAILUO_CATALOG_URL is not set; the embedded catalog.duckdb needs no snapshot")
+    with instance(settings) as dagster:
+        ok = snapshot(dagster, settings, full=args.full)
+    print(f"snapshot {'written to' if ok else 'FAILED for'} {settings.snapshot_location}")
+    return 0 if ok else 1
+
+
+def cmd_servers(args: argparse.Namespace) -> int:
+    """A local PostgreSQL and S3 API for trying the shared mode on one machine (until Ctrl-C)."""
+    from hailuo_pipeline.local_servers.postgres import LocalPostgres
+    from hailuo_pipeline.local_servers.s3 import LocalS3
+
+    postgres = LocalPostgres(root=Path(args.dir).resolve() / "postgres").start()
+    s3 = LocalS3().start()
+    bucket = s3.create_bucket("hailuo")
+    settings = {
+        "HAILUO_CATALOG_URL": postgres.url,
+        "HAILUO_VIDEO_STORE": f"{bucket}/videos",
+        "HAILUO_CATALOG_SNAPSHOT": f"{bucket}/catalog.duckdb",
+        **s3.env(),
+    }
+    print("# shared mode on this machine; in another shell:")
+    for name, value in settings.items():
+        print(f"export {name}={value}")
+    print("# Ctrl-C stops both servers (the S3 API keeps nothing; PostgreSQL's data stays in the folder)")
+    try:
+        signal.pause()  # `kill` acts like Ctrl-C (see main)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for name in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave a server behind
+            signal.signal(name, signal.SIG_IGN)
+        postgres.stop()
+        s3.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,12 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.set_defaults(func=cmd_report)
 
+    snap = commands.add_parser("snapshot", help="shared mode: copy the PostgreSQL ledger into a DuckDB catalog file")
+    snap.add_argument("--full", action="store_true", help="copy every row, not only what changed")
+    snap.set_defaults(func=cmd_snapshot)
+
+    servers = commands.add_parser("servers", help="run a local PostgreSQL and S3 API to try the shared mode")
+    servers.add_argument("--dir", default=str(Settings.from_env().data_dir / "servers"))
+    servers.set_defaults(func=cmd_servers)
+
     demo = commands.add_parser("demo", help="offline end-to-end demo on the emulator (or --live on fal)")
     demo.add_argument("--live", action="store_true", help="with FAL_KEY set: really spend on fal")
     demo.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))  # `kill` acts like Ctrl-C: cancel at fal
+    # `kill` acts like Ctrl-C (cancel at fal), also where a shell started us with Ctrl-C ignored (`cmd &`)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     return int(args.func(args) or 0)
 
 

@@ -25,8 +25,9 @@ _ENVIRONMENT = {
     "allowed_private_image_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS",
     "catalog_url": "HAILUO_CATALOG_URL",
     "video_store": "HAILUO_VIDEO_STORE",
+    "catalog_snapshot": "HAILUO_CATALOG_SNAPSHOT",
 }
-_TEXT = {"sweep_cron", "allowed_private_image_hosts", "catalog_url", "video_store"}
+_TEXT = {"sweep_cron", "allowed_private_image_hosts", "catalog_url", "video_store", "catalog_snapshot"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Settings:
     allowed_private_image_hosts: str = ""  # comma-separated hosts image URLs may use though private ("*": any)
     catalog_url: str = ""  # postgresql://... for the shared catalog; empty: catalog.duckdb in the data directory
     video_store: str = ""  # s3://bucket/prefix (or another fsspec URL); empty: videos/ in the data directory
+    catalog_snapshot: str = ""  # shared mode: where the DuckDB snapshot goes (path or URL); empty: catalog_path
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +83,10 @@ class Settings:
     def catalog_location(self) -> str:
         """Where the ledger lives: the PostgreSQL URL when shared, else the embedded file."""
         return self.catalog_url or str(self.catalog_path)
+
+    @property
+    def snapshot_location(self) -> str:
+        return self.catalog_snapshot or str(self.catalog_path)
 
     @property
     def video_location(self) -> str:

@@ -112,6 +112,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> CatalogDatabase:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[LocalS3]:
+    """An S3 API on localhost; this process reaches it through the standard AWS variables, as workers do."""
     server = LocalS3().start()
+    os.environ.update(server.env())
     yield server
     server.stop()

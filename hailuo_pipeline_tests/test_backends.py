@@ -137,8 +137,10 @@ def test_budget_race_between_threads_pays_at_most_what_fits(database):
     ledger = RequestLedger(database)
     budget = Budget(total_usd=Decimal("0.57"))
     outcomes: list[str] = []
+    start = threading.Barrier(8)
 
     def claim(i: int) -> None:
+        start.wait()  # all eight at the same moment
         try:
             outcomes.append(ledger.claim(_request(f"s{i}", owner=f"w{i}", duration=6), budget).kind.value)
         except BudgetExceededError:

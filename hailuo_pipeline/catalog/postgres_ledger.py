@@ -113,9 +113,11 @@ class PostgresCatalog:
     @contextmanager
     def transaction(self, *, read_only: bool = False, decides: bool = False) -> Iterator[PostgresLedgerTransaction]:
         with self.pool.connection() as conn, conn.transaction():
-            if decides:
+            if read_only:  # every read in the block sees the same moment (reports and snapshots add up)
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            elif decides:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", [LEDGER_LOCK])
-            elif not read_only:
+            else:
                 conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [LEDGER_LOCK])
             yield PostgresLedgerTransaction(conn)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dagster import Definitions, EnvVar
 
+from hailuo_pipeline.catalog.backends import is_shared
+from hailuo_pipeline.defs.assets.catalog_snapshot import catalog_snapshot
 from hailuo_pipeline.defs.assets.cost_report import cost_report
 from hailuo_pipeline.defs.assets.shots import build_hailuo_shots
 from hailuo_pipeline.defs.automation.schedules import build_nightly_sweep
 from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor, shots_manifest_sensor
+from hailuo_pipeline.defs.automation.snapshots import build_snapshot_automation
 from hailuo_pipeline.defs.jobs import JOBS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
 from hailuo_pipeline.settings import Settings
@@ -17,11 +20,21 @@ from hailuo_pipeline.settings import Settings
 def build_definitions(settings: Settings | None = None) -> Definitions:
     """Settings are read from the environment now (not at import), so tests and the CLI can choose first."""
     settings = settings or Settings.from_env()
+    assets: list = [build_hailuo_shots(settings.retry_delay_seconds), cost_report]
+    jobs: list = list(JOBS)
+    sensors: list = [shots_manifest_sensor, orphaned_requests_sensor]
+    schedules: list = [build_nightly_sweep(settings.sweep_cron)]
+    if is_shared(settings.catalog_location):  # the ledger in PostgreSQL: keep a DuckDB copy to query
+        snapshot_job, snapshot_schedule, snapshot_sensor = build_snapshot_automation()
+        assets.append(catalog_snapshot)
+        jobs.append(snapshot_job)
+        schedules.append(snapshot_schedule)
+        sensors.append(snapshot_sensor)
     return Definitions(
-        assets=[build_hailuo_shots(settings.retry_delay_seconds), cost_report],
-        jobs=JOBS,
-        sensors=[shots_manifest_sensor, orphaned_requests_sensor],
-        schedules=[build_nightly_sweep(settings.sweep_cron)],
+        assets=assets,
+        jobs=jobs,
+        sensors=sensors,
+        schedules=schedules,
         resources={
             "fal": FalResource(
                 key=EnvVar("FAL_KEY"),
@@ -29,7 +42,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 poll_interval_seconds=settings.poll_interval_seconds,
             ),
             "catalog": CatalogResource(
-                database=str(settings.catalog_path), url=settings.catalog_url, lease_seconds=settings.lease_seconds
+                database=settings.snapshot_location if settings.catalog_url else str(settings.catalog_path),
+                url=settings.catalog_url,
+                lease_seconds=settings.lease_seconds,
             ),
             "shots": ShotsResource(
                 data_dir=str(settings.data_dir),

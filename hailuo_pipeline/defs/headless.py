@@ -16,10 +16,11 @@ from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, logger
 
-from hailuo_pipeline.catalog.backends import open_catalog
+from hailuo_pipeline.catalog.backends import is_shared, open_catalog
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.registry import record_shots
 from hailuo_pipeline.defs.automation.run_requests import range_tags
+from hailuo_pipeline.defs.automation.snapshots import SNAPSHOT_JOB
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
@@ -141,6 +142,8 @@ def materialize(
                         delivered.add(materialization.partition)
                 else:
                     summary.failed.update(failed_shots(event.step_failure_data, summary.requested))
+        if is_shared(settings.catalog_location) and summary.run_ids:
+            snapshot(dagster, settings)
         summary.succeeded = [s for s in summary.requested if s in delivered]
         for shot in summary.requested:  # a shot a retry delivered is no longer failed
             if shot in delivered:
@@ -150,6 +153,13 @@ def materialize(
                     shot, ShotReason("its run stopped before the shot was tried", "run `hailuo materialize` again")
                 )
         return summary
+
+
+def snapshot(dagster: DagsterInstance, settings: Settings, full: bool = False) -> bool:
+    """Refresh the DuckDB snapshot of the shared ledger through its asset (one run, in this process)."""
+    job = build_definitions(settings).resolve_job_def(SNAPSHOT_JOB).with_logger_defs({"console": console()})
+    run_config = {"ops": {"catalog_snapshot": {"config": {"full": full}}}, "loggers": {"console": {}}}
+    return job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False).success
 
 
 def failed_shots(failure: Any, targets: list[str]) -> dict[str, ShotReason]:

@@ -109,7 +109,7 @@ class ObjectVideoStore:
     """Videos as objects under a URL prefix, through fsspec (s3fs for s3://)."""
 
     def __init__(self, url: str) -> None:
-        import fsspec  # type: ignore[import-untyped]  # only in the object-store mode
+        import fsspec  # only in the object-store mode
 
         self.url = url.rstrip("/")
         self.location = redact(self.url)

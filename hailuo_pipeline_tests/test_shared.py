@@ -1,0 +1,261 @@
+"""The shared mode, proven with processes that share nothing but the servers: a real PostgreSQL (ledger and
+Dagster instance), an S3 API on localhost (videos and the catalog snapshot) and the fal emulator. Each worker
+has its own data directory, DAGSTER_HOME and temporary directory, as pods with empty disks would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from hailuo_pipeline.catalog.backends import open_catalog
+from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.report import build_report
+from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, VideoRow
+from hailuo_pipeline.catalog.snapshot import write_snapshot
+from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline_tests.helpers import hailuo, wait_for
+from hailuo_pipeline_tests.shots import write_shots
+
+pytestmark = pytest.mark.slow
+SNAPSHOT_TABLES = ("requests", "request_events", "videos", "shots", "prices")
+
+
+@pytest.fixture
+def shared(postgres_url, s3_server, emulator_server, tmp_path) -> dict[str, str]:
+    """What every worker of one test shares: the ledger's schema, a bucket, the emulator."""
+    bucket = s3_server.create_bucket(f"b{uuid.uuid4().hex[:12]}")
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HAILUO_", "DAGSTER_"))},
+        **emulator_server.env(),
+        **s3_server.env(),
+        "FAL_KEY": "test-key",
+        "PYTHONUNBUFFERED": "1",
+        "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.3",
+        "HAILUO_CATALOG_URL": postgres_url,
+        "HAILUO_VIDEO_STORE": f"{bucket}/videos",
+    }
+
+
+def worker_env(shared: dict[str, str], root: Path, shots: list[str], template: Path) -> dict[str, str]:
+    """A machine of its own: a data directory holding a copy of the shots it is given, its own DAGSTER_HOME
+    and temporary directory."""
+    data, home, tmp = root / "data", root / "dagster_home", root / "tmp"
+    (data / "images").mkdir(parents=True)
+    home.mkdir()
+    tmp.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    rows = (template / "shots.csv").read_text().splitlines()
+    (data / "shots.csv").write_text("\n".join([rows[0], *(r for r in rows[1:] if r.split(",")[0] in shots)]) + "\n")
+    for shot in shots:
+        shutil.copy(template / "images" / f"{shot}.jpg", data / "images")
+    return {**shared, "HAILUO_DATA_DIR": str(data), "DAGSTER_HOME": str(home), "TMPDIR": str(tmp)}
+
+
+def template_shots(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    shots = [f"s{i:02d}" for i in range(count)]
+    template = tmp_path / "template"
+    write_shots(template, [{"shot_id": s, "prompt": f"prompt {s}"} for s in shots])
+    return template, shots
+
+
+def run_all(children: list[subprocess.Popen]) -> list[str]:
+    outputs = [child.communicate(timeout=240)[0] for child in children]
+    return outputs
+
+
+def bucket_objects(shared: dict[str, str]) -> list[str]:
+    import fsspec
+
+    fs, prefix = fsspec.core.url_to_fs(shared["HAILUO_VIDEO_STORE"])
+    return sorted(fs.find(prefix))
+
+
+def spend_matches_delivered(database) -> None:
+    """Catalog spend == the sum of the prices of the delivered videos, to the cent (nothing paid is lost)."""
+    totals = database.read(
+        "SELECT (SELECT coalesce(sum(cost_usd), 0) FROM requests) AS spend, "
+        "(SELECT coalesce(sum(r.price_usd), 0) FROM videos v JOIN requests r ON r.request_key = v.request_key) "
+        "AS delivered"
+    )
+    assert totals["spend"].iloc[0] == totals["delivered"].iloc[0]
+
+
+def test_overlapping_workers_pay_once_per_shot_and_keep_every_video(shared, emulator, tmp_path):
+    template, shots = template_shots(tmp_path, 12)
+    emulator.configure({"latency": {"queue_seconds": 0.5, "inference_seconds": 1.0}})
+    envs = [
+        worker_env(shared, tmp_path / f"w{i}", [shots[(3 * i + j) % 12] for j in range(6)], template) for i in range(4)
+    ]
+    children = [hailuo(["materialize"], env, tmp_path) for env in envs]
+    outputs = run_all(children)
+    assert [c.returncode for c in children] == [0] * 4, "\n\n".join(outputs)
+    assert all("6 of 6 shot(s) delivered" in out for out in outputs), "\n\n".join(outputs)
+    assert emulator.stats()["submissions_by_prompt"] == {f"prompt {s}": 1 for s in shots}
+
+    database = open_catalog(shared["HAILUO_CATALOG_URL"])
+    rows = database.read("SELECT shot_id, status, cost_usd FROM requests ORDER BY shot_id")
+    assert rows.values.tolist() == [[s, "succeeded", Decimal("0.1900")] for s in shots]
+    stored = bucket_objects(shared)
+    assert len(stored) == 12 and {Path(o).parent.name for o in stored} == set(shots)
+    paths = database.read("SELECT path FROM videos")["path"].tolist()
+    assert all(p.startswith("s3://") for p in paths) and sorted(p.removeprefix("s3://") for p in paths) == stored
+    spend_matches_delivered(database)
+    # each worker refreshed its own snapshot after its batch; one more, now, equals the live ledger
+    snapshot = tmp_path / "final.duckdb"
+    write_snapshot(database, str(snapshot))
+    budget = Budget()
+    live = build_report(database, budget).summary
+    copied = build_report(open_catalog(snapshot), budget).summary
+    assert {k: v for k, v in copied.items() if "orphan" not in k} == {
+        k: v for k, v in live.items() if "orphan" not in k
+    }
+    assert (tmp_path / "w0" / "data" / "catalog.duckdb").is_file()
+
+
+def test_a_killed_worker_is_resumed_by_another_machine_not_repaid(shared, emulator, tmp_path):
+    template, shots = template_shots(tmp_path, 4)
+    emulator.configure({"latency": {"queue_seconds": 3.0, "inference_seconds": 0.3}})
+    doomed = hailuo(["materialize"], worker_env(shared, tmp_path / "w0", shots, template), tmp_path)
+    database = open_catalog(shared["HAILUO_CATALOG_URL"])
+    wait_for(lambda: emulator.stats()["submissions"] == 4, timeout=60, what="every submit")
+    wait_for(
+        lambda: database.read("SELECT count(*) AS n FROM requests WHERE request_id IS NOT NULL")["n"].iloc[0] == 4,
+        what="every request id recorded",
+    )
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+
+    other = hailuo(["materialize"], worker_env(shared, tmp_path / "w1", shots, template), tmp_path)
+    (out,) = run_all([other])
+    assert other.returncode == 0, out
+    assert "resuming 4 paid request(s) left behind by an earlier run" in out
+    assert "4 of 4 shot(s) delivered" in out
+    assert emulator.stats()["submissions"] == 4  # resumed, not repaid
+    rows = database.read("SELECT shot_id, status, cost_usd, attempts FROM requests ORDER BY shot_id")
+    assert rows.values.tolist() == [[s, "succeeded", Decimal("0.1900"), 2] for s in shots]
+    assert len(bucket_objects(shared)) == 4
+    spend_matches_delivered(database)
+
+
+def test_a_total_budget_holds_across_four_racing_workers(shared, emulator, tmp_path):
+    template, shots = template_shots(tmp_path, 12)
+    shared = {**shared, "HAILUO_TOTAL_BUDGET_USD": "0.57"}  # three 6 s videos
+    envs = [worker_env(shared, tmp_path / f"w{i}", shots[3 * i : 3 * i + 3], template) for i in range(4)]
+    children = [hailuo(["materialize"], env, tmp_path) for env in envs]
+    outputs = run_all(children)
+    text = "\n".join(outputs)
+    assert emulator.stats()["submissions"] == 3, text
+    database = open_catalog(shared["HAILUO_CATALOG_URL"])
+    assert database.read("SELECT sum(cost_usd) AS usd FROM requests")["usd"].iloc[0] == Decimal("0.5700")
+    refused = [s for s in shots if f"failed {s}: the total budget" in text]
+    assert len(refused) == 9, text
+    assert all(
+        "HAILUO_TOTAL_BUDGET_USD" in out for out, child in zip(outputs, children, strict=True) if child.returncode
+    )
+    spend_matches_delivered(database)
+
+
+def test_dagster_instance_on_postgres_runs_the_cli_and_a_sensor_launched_run(
+    shared, emulator, postgres_server, tmp_path, monkeypatch
+):
+    from dagster import AssetKey, DagsterInstance
+
+    from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
+    from hailuo_pipeline.defs.definitions import build_definitions
+    from hailuo_pipeline_tests.helpers import tick_sensor
+
+    template, shots = template_shots(tmp_path, 3)
+    env = worker_env(shared, tmp_path / "w0", shots[:2], template)
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, under which dagster-postgres's NOTIFY fails;
+    # the driver is named, as docs/deploy.md says
+    dagster_url = postgres_server.create_database(f"dagster_{uuid.uuid4().hex[:8]}").replace(
+        "postgresql://", "postgresql+psycopg2://"
+    )
+    Path(env["DAGSTER_HOME"], "dagster.yaml").write_text(
+        f"storage:\n  postgres:\n    postgres_url: {dagster_url}\ntelemetry:\n  enabled: false\n"
+    )
+    child = hailuo(["materialize"], env, tmp_path)
+    (out,) = run_all([child])
+    assert child.returncode == 0 and "2 of 2 shot(s) delivered" in out, out
+
+    for name in ("HAILUO_DATA_DIR", "DAGSTER_HOME", "HAILUO_CATALOG_URL", "HAILUO_VIDEO_STORE", *shared):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+    data = Path(env["HAILUO_DATA_DIR"])
+    (data / "shots.csv").write_text((template / "shots.csv").read_text())  # a third row appears
+    shutil.copy(template / "images" / "s02.jpg", data / "images")
+    with DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == {"s00", "s01"}
+        result = tick_sensor(shots_manifest_sensor, instance)
+        (add,) = result.dynamic_partitions_requests  # what the daemon does with the sensor's result
+        instance.add_dynamic_partitions("shots", list(add.partition_keys))
+        (request,) = result.run_requests
+        job = build_definitions().resolve_job_def("generate_shots")
+        run = job.execute_in_process(
+            instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False
+        )
+        assert run.success
+        assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == set(shots)
+        snapshots = [r for r in instance.get_runs() if r.job_name == "catalog_snapshot_job"]
+        assert snapshots and all(r.is_success for r in snapshots)  # the CLI refreshed it after its batch
+    database = open_catalog(shared["HAILUO_CATALOG_URL"])
+    assert database.read("SELECT count(*) AS n FROM videos")["n"].iloc[0] == 3
+    assert emulator.stats()["submissions"] == 3
+
+
+def test_an_incremental_snapshot_equals_a_full_one(postgres_url, tmp_path):
+    database = open_catalog(postgres_url)
+    ledger = RequestLedger(database)
+
+    def deliver(shot: str, finish: bool = True) -> str:
+        row = ledger.claim(NewRequest(shot, f"fp-{shot}", ENDPOINT_ID, {}, 6, "run", shot, "me"), Budget()).row
+        ledger.mark_submitted(row.request_key, f"id-{shot}")
+        if finish:
+            ledger.mark_completed(row.request_key, {"video": {"url": "u"}}, "u", 1.0)
+            video = VideoRow(
+                f"id-{shot}", row.request_key, shot, f"s3://b/{shot}.mp4", "h", 1, 1364, 768, 24, 144, 6, "u"
+            )
+            ledger.record_video(row.request_key, video)
+        return row.request_key
+
+    for shot in ("a", "b"):
+        deliver(shot)
+    pending = deliver("c", finish=False)
+    with database.transaction() as t:  # all of it an hour old: older than the refresh's margin
+        for table, column in [
+            ("requests", "created_at"),
+            ("requests", "completed_at"),
+            ("requests", "submitted_at"),
+            ("request_events", "occurred_at"),
+            ("videos", "recorded_at"),
+        ]:
+            t.execute(f"UPDATE {table} SET {column} = {column} - INTERVAL '1 hour'")
+    incremental, full = tmp_path / "inc.duckdb", tmp_path / "full.duckdb"
+    first = write_snapshot(database, str(incremental))
+    assert not first.incremental and first.rows_total["requests"] == 3
+
+    ledger.mark_completed(pending, {"video": {"url": "u"}}, "u", 1.0)  # an in-flight row finishes
+    deliver("d")  # and a new one arrives
+    second = write_snapshot(database, str(incremental))
+    write_snapshot(database, str(full), full=True)
+    assert second.incremental and second.rows_copied["requests"] < second.rows_total["requests"] == 4
+
+    def tables(path: Path) -> dict[str, list]:
+        snapshot = open_catalog(path)
+        return {t: sorted(map(tuple, snapshot.read(f"SELECT * FROM {t}").astype(str).values)) for t in SNAPSHOT_TABLES}
+
+    assert tables(incremental) == tables(full)
+    statuses = open_catalog(incremental).read("SELECT shot_id, status FROM requests ORDER BY 1").values.tolist()
+    assert statuses == [["a", "succeeded"], ["b", "succeeded"], ["c", Status.COMPLETED.value], ["d", "succeeded"]]
+    live = build_report(database, Budget()).summary
+    assert build_report(open_catalog(incremental), Budget()).summary == live
+    assert timedelta(0) <= second.taken_at - first.taken_at
