@@ -1,6 +1,7 @@
 """Backfill throughput: the pipeline against a bare fal_client script, on the same emulator, in one run.
 
     python benchmarks/backfill.py [--shots 200] [--concurrency 16] [--queue-seconds 2] [--inference-seconds 3]
+                                  [--catalog duckdb|postgres]
 
 Starts `hailuo emulator` in its own process (fixed latency, no jitter), then runs, each in its own process:
   1. bare:      fal_client.AsyncClient, N submits with C in flight, handle.get() (fal_client's default
@@ -9,6 +10,8 @@ Starts `hailuo emulator` in its own process (fixed latency, no jitter), then run
                 C in flight, ledger, download, probe, catalog, asset checks);
   3. per-run:   the run-per-partition path (one Dagster run per shot) on a smaller set, for comparison.
 Prints wall times, the ratio pipeline / bare (target <= 1.10), pipeline CPU seconds per shot and peak RSS.
+`--catalog postgres` runs the pipeline in the shared mode: the ledger in a local PostgreSQL, videos in a local
+S3 API (both started here), as runs on many machines would.
 """
 
 from __future__ import annotations
@@ -175,6 +178,7 @@ def main() -> None:
     parser.add_argument("--inference-seconds", type=float, default=3.0)
     parser.add_argument("--poll-interval", type=float, default=None, help="pipeline's first poll wait (default 1 s)")
     parser.add_argument("--per-run-shots", type=int, default=8, help="shots for the run-per-partition path")
+    parser.add_argument("--catalog", choices=["duckdb", "postgres"], default="duckdb")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
@@ -183,6 +187,21 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="hailuo-bench-"))
     emulator, fal_env = start_emulator(root / "emulator", args.queue_seconds, args.inference_seconds)
+    servers: list = []
+    if args.catalog == "postgres":
+        sys.path.insert(0, str(REPO))
+        from hailuo_pipeline.local_servers.postgres import LocalPostgres
+        from hailuo_pipeline.local_servers.s3 import LocalS3
+
+        postgres, s3 = LocalPostgres().start(), LocalS3().start()
+        servers = [s3, postgres]
+        s3.create_bucket("bench")
+        fal_env = {
+            **fal_env,
+            **s3.env(),
+            "HAILUO_CATALOG_URL": postgres.url,
+            "HAILUO_VIDEO_STORE": "s3://bench/videos",
+        }
     try:
         data = write_workspace(root, args.shots)
         env = {
@@ -216,13 +235,18 @@ def main() -> None:
         )
         per_run_data = write_workspace(root / "per-run", args.per_run_shots)
         per_run_env = {**env, "HAILUO_DATA_DIR": str(per_run_data), "DAGSTER_HOME": str(root / "dagster_home")}
+        if "HAILUO_CATALOG_URL" in env:  # a ledger of its own, or it would reuse the videos of the same shot ids
+            per_run_env["HAILUO_CATALOG_URL"] = env["HAILUO_CATALOG_URL"] + "?schema=per_run"
         per_run = measured(
             [sys.executable, "-m", "hailuo_pipeline.cli", "materialize", "--shots-per-run", "1"], per_run_env
         )
     finally:
+        for server in servers:
+            getattr(server, "remove", server.stop)()
         emulator.terminate()
         emulator.wait(timeout=30)
     figures = {
+        "catalog": args.catalog,
         "shots": args.shots,
         "concurrency": args.concurrency,
         "latency_seconds": args.queue_seconds + args.inference_seconds,

@@ -168,15 +168,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from hailuo_pipeline.defs.assets.catalog_snapshot import describe
     from hailuo_pipeline.defs.headless import instance, snapshot
 
     settings = Settings.from_env()
     if not settings.catalog_url:
         raise SystemExit("error: HAILUO_CATALOG_URL is not set; the embedded catalog.duckdb needs no snapshot")
     with instance(settings) as dagster:
-        ok = snapshot(dagster, settings, full=args.full)
-    print(f"snapshot {'written to' if ok else 'FAILED for'} {settings.snapshot_location}")
-    return 0 if ok else 1
+        print(describe(snapshot(dagster, settings, full=args.full)))
+    return 0
 
 
 def cmd_servers(args: argparse.Namespace) -> int:
@@ -187,14 +187,14 @@ def cmd_servers(args: argparse.Namespace) -> int:
     postgres = LocalPostgres(root=Path(args.dir).resolve() / "postgres").start()
     s3 = LocalS3().start()
     bucket = s3.create_bucket("hailuo")
-    settings = {
+    exports = {
         "HAILUO_CATALOG_URL": postgres.url,
         "HAILUO_VIDEO_STORE": f"{bucket}/videos",
         "HAILUO_CATALOG_SNAPSHOT": f"{bucket}/catalog.duckdb",
         **s3.env(),
     }
     print("# shared mode on this machine; in another shell:")
-    for name, value in settings.items():
+    for name, value in exports.items():
         print(f"export {name}={value}")
     print("# Ctrl-C stops both servers (the S3 API keeps nothing; PostgreSQL's data stays in the folder)")
     try:
@@ -202,8 +202,8 @@ def cmd_servers(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for name in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave a server behind
-            signal.signal(name, signal.SIG_IGN)
+        for number in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave a server behind
+            signal.signal(number, signal.SIG_IGN)
         postgres.stop()
         s3.stop()
     return 0

@@ -8,13 +8,20 @@ import subprocess
 import sys
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import duckdb
 import pytest
 
 from hailuo_pipeline.catalog.backends import open_catalog
 from hailuo_pipeline.catalog.schema import LATEST_VERSION
-from hailuo_pipeline.catalog.store import Catalog, migrate
+from hailuo_pipeline.catalog.store import (
+    Catalog,
+    NetworkCatalogError,
+    filesystem_type,
+    migrate,
+    refuse_network_filesystem,
+)
 from hailuo_pipeline.cli import main as hailuo_main
 from hailuo_pipeline.model_limits import ENDPOINT_ID
 from hailuo_pipeline_tests.helpers import REPO_ROOT
@@ -81,3 +88,32 @@ def test_exit_waits_for_a_close_already_under_way(tmp_path):
     assert not path.with_name(path.name + ".wal").exists()  # the checkpoint on close finished
     with Catalog(path).connect(read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM bulk WHERE h LIKE '%x'").fetchone() == (100000,)
+
+
+MOUNTS = """\
+/dev/sda1 / ext4 rw,relatime 0 0
+tmpfs /tmp tmpfs rw 0 0
+fileserver:/export /mnt/shared nfs4 rw,vers=4.2 0 0
+//nas/media /mnt/nas cifs rw 0 0
+/dev/sdb1 /mnt/shared/local ext4 rw 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "refused"),
+    [
+        ("/home/me/data/catalog.duckdb", "ext4", False),
+        ("/tmp/catalog.duckdb", "tmpfs", False),
+        ("/mnt/shared/team/catalog.duckdb", "nfs4", True),
+        ("/mnt/nas/catalog.duckdb", "cifs", True),
+        ("/mnt/shared/local/catalog.duckdb", "ext4", False),  # a local disk mounted inside a network share
+        ("/mnt/sharedother/catalog.duckdb", "ext4", False),  # a prefix of the name is not the mount point
+    ],
+)
+def test_the_embedded_catalog_refuses_a_network_filesystem(path, kind, refused):
+    assert filesystem_type(Path(path), MOUNTS) == kind
+    if refused:
+        with pytest.raises(NetworkCatalogError, match="HAILUO_CATALOG_URL"):
+            refuse_network_filesystem(Path(path), MOUNTS)
+    else:
+        refuse_network_filesystem(Path(path), MOUNTS)

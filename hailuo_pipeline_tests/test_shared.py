@@ -205,8 +205,9 @@ def test_dagster_instance_on_postgres_runs_the_cli_and_a_sensor_launched_run(
         )
         assert run.success
         assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == set(shots)
-        snapshots = [r for r in instance.get_runs() if r.job_name == "catalog_snapshot_job"]
-        assert snapshots and all(r.is_success for r in snapshots)  # the CLI refreshed it after its batch
+        # the CLI refreshed the snapshot after its batch, recorded as the asset's materialization
+        snapshot = instance.get_latest_materialization_event(AssetKey("catalog_snapshot"))
+        assert snapshot is not None and snapshot.asset_materialization.metadata["requests"].value == 2
     database = open_catalog(shared["HAILUO_CATALOG_URL"])
     assert database.read("SELECT count(*) AS n FROM videos")["n"].iloc[0] == 3
     assert emulator.stats()["submissions"] == 3
@@ -259,3 +260,26 @@ def test_an_incremental_snapshot_equals_a_full_one(postgres_url, tmp_path):
     live = build_report(database, Budget()).summary
     assert build_report(open_catalog(incremental), Budget()).summary == live
     assert timedelta(0) <= second.taken_at - first.taken_at
+
+
+def test_shared_definitions_add_the_snapshot_asset_its_automation_and_it_materializes(postgres_url, tmp_path):
+    from dagster import DagsterInstance
+
+    from hailuo_pipeline.defs.definitions import build_definitions
+    from hailuo_pipeline.settings import Settings
+
+    snapshot = tmp_path / "snap" / "catalog.duckdb"
+    snapshot.parent.mkdir()
+    settings = Settings(data_dir=tmp_path, catalog_url=postgres_url, catalog_snapshot=str(snapshot))
+    defs = build_definitions(settings)
+    assert defs.get_sensor_def("snapshot_after_batch") and defs.get_schedule_def("catalog_snapshot_schedule")
+    assert "catalog_snapshot" not in {
+        k.to_user_string() for k in build_definitions(Settings(data_dir=tmp_path)).resolve_all_asset_keys()
+    }
+    RequestLedger(open_catalog(postgres_url)).claim(NewRequest("s", "f", ENDPOINT_ID, {}, 6, "r", "s", "me"), Budget())
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("catalog_snapshot_job").execute_in_process(instance=instance)
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("catalog_snapshot")
+    assert materialization.metadata["requests"].value == 1
+    assert open_catalog(snapshot).read("SELECT shot_id, status FROM requests").values.tolist() == [["s", "reserved"]]

@@ -45,6 +45,41 @@ class CatalogBusyError(RuntimeError):
     """The catalog stayed locked by other processes for longer than the patience allowed."""
 
 
+class NetworkCatalogError(RuntimeError):
+    """The embedded catalog sits on a network filesystem, where DuckDB's lock does not keep machines apart."""
+
+
+# DuckDB's file lock holds between processes of one machine; over these, two machines could both write
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs"}
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str:
+    """The type of the filesystem holding `path`, from the mount table (the longest matching mount point)."""
+    if mounts is None:
+        table = Path("/proc/mounts")
+        mounts = table.read_text() if table.exists() else ""
+    target, best, kind = str(path), "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def refuse_network_filesystem(path: Path, mounts: str | None = None) -> None:
+    kind = filesystem_type(path, mounts)
+    if kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.s3") or kind.startswith("fuse.sshfs"):
+        raise NetworkCatalogError(
+            f"the catalog {path} is on a network filesystem ({kind}): DuckDB's lock does not keep two machines "
+            "from writing it at once, so the ledger could pay twice. Keep catalog.duckdb on a local disk, or set "
+            "HAILUO_CATALOG_URL to a PostgreSQL database for runs on many machines (docs/deploy.md)"
+        )
+
+
 @dataclass
 class _Held:
     conn: duckdb.DuckDBPyConnection
@@ -56,6 +91,7 @@ class _Held:
 _locks: dict[str, threading.RLock] = {}
 _held: dict[str, _Held] = {}
 _guard = threading.Lock()
+_local_checked: set[str] = set()  # catalog files found on a local filesystem
 
 
 def _release(path: str) -> None:
@@ -166,6 +202,10 @@ class Catalog:
         fails if another process got there first. Processes racing to create it with DuckDB itself could
         leave an empty file that every later open refuses as "not a valid DuckDB database"."""
         path = Path(self.path)
+        if self.path not in _local_checked:  # once per file and process: reopening is frequent
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            refuse_network_filesystem(path)
+            _local_checked.add(self.path)
         if path.exists():
             return
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

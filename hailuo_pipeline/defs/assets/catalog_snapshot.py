@@ -1,9 +1,11 @@
 """catalog_snapshot (shared mode): the PostgreSQL ledger copied into the DuckDB catalog file users query."""
 
+from datetime import UTC
+
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from hailuo_pipeline.catalog.snapshot import write_snapshot
+from hailuo_pipeline.catalog.snapshot import SnapshotResult, write_snapshot
 from hailuo_pipeline.defs.assets.shots import hailuo_video
 from hailuo_pipeline.defs.resources import CatalogResource
 
@@ -25,18 +27,24 @@ def catalog_snapshot(
     if not catalog.shared:
         raise Failure(description="the catalog is the embedded DuckDB file already; set url to snapshot a shared one")
     result = write_snapshot(catalog.catalog(), catalog.database, full=config.full)
-    context.log.info(
+    context.log.info(describe(result))
+    return MaterializeResult(metadata=snapshot_metadata(result))
+
+
+def describe(result: SnapshotResult) -> str:
+    return (
         f"snapshot of the ledger at {result.taken_at:%Y-%m-%d %H:%M:%S} UTC written to {result.destination} "
         f"({'incremental' if result.incremental else 'full'}: {sum(result.rows_copied.values())} rows copied)"
     )
-    return MaterializeResult(
-        metadata={
-            "destination": MetadataValue.path(result.destination),
-            "ledger_time": MetadataValue.timestamp(result.taken_at.timestamp()),
-            "incremental": result.incremental,
-            "requests": result.rows_total["requests"],
-            "videos": result.rows_total["videos"],
-            "rows_copied": sum(result.rows_copied.values()),
-            "bytes": result.bytes,
-        }
-    )
+
+
+def snapshot_metadata(result: SnapshotResult) -> dict:
+    return {
+        "destination": MetadataValue.path(result.destination),
+        "ledger_time": MetadataValue.timestamp(result.taken_at.replace(tzinfo=UTC).timestamp()),
+        "incremental": result.incremental,
+        "requests": result.rows_total["requests"],
+        "videos": result.rows_total["videos"],
+        "rows_copied": sum(result.rows_copied.values()),
+        "bytes": result.bytes,
+    }
