@@ -257,9 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
+    from hailuo_pipeline.catalog.storage import CatalogUnavailableError
+
     # `kill` acts like Ctrl-C (cancel at fal), also where a shell started us with Ctrl-C ignored (`cmd &`)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CatalogUnavailableError as exc:  # a wrong HAILUO_CATALOG_URL: the message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -283,3 +283,76 @@ def test_shared_definitions_add_the_snapshot_asset_its_automation_and_it_materia
     (materialization,) = result.asset_materializations_for_node("catalog_snapshot")
     assert materialization.metadata["requests"].value == 1
     assert open_catalog(snapshot).read("SELECT shot_id, status FROM requests").values.tolist() == [["s", "reserved"]]
+
+
+def test_an_unreachable_catalog_is_a_clear_error_before_anything(shared, emulator, tmp_path):
+    template, shots = template_shots(tmp_path, 1)
+    env = worker_env(shared, tmp_path / "w0", shots, template)
+    env["HAILUO_CATALOG_URL"] = "postgresql://hailuo:s3cret@127.0.0.1:1/nowhere"
+    child = hailuo(["materialize"], env, tmp_path)
+    (out,) = run_all([child])
+    assert child.returncode == 2, out
+    assert "the shared catalog postgresql://***@127.0.0.1:1/nowhere cannot be reached" in out
+    assert "Fix: check HAILUO_CATALOG_URL" in out and "s3cret" not in out and "Traceback" not in out
+    assert emulator.stats()["submissions"] == 0
+
+
+def test_a_video_store_that_takes_nothing_refuses_the_batch_before_any_request(shared, emulator, tmp_path):
+    template, shots = template_shots(tmp_path, 2)
+    env = worker_env(shared, tmp_path / "w0", shots, template)
+    env["HAILUO_VIDEO_STORE"] = "s3://no-such-bucket-here/videos"
+    child = hailuo(["materialize"], env, tmp_path)
+    (out,) = run_all([child])
+    assert child.returncode == 1, out
+    assert "the video store s3://no-such-bucket-here/videos does not take files" in out, out
+    assert "Fix: check HAILUO_VIDEO_STORE" in out
+    assert emulator.stats()["submissions"] == 0
+    assert open_catalog(shared["HAILUO_CATALOG_URL"]).read("SELECT count(*) AS n FROM requests")["n"].iloc[0] == 0
+
+
+def test_a_failed_upload_is_retried_from_fals_url_never_resubmitted(shared, s3_server, emulator, tmp_path):
+    """The store fails after fal has billed: the request stays paid and completed in the ledger; the next
+    attempt, with the store working again, downloads from the stored fal URL and uploads."""
+    import asyncio
+
+    from hailuo_pipeline.fal.config import FalSettings
+    from hailuo_pipeline.generation.outcome import GenerationOptions
+    from hailuo_pipeline.generation.runner import ShotGenerator
+    from hailuo_pipeline.shots.manifest import read_manifest
+    from hailuo_pipeline.video.store import open_video_store
+
+    template, _ = template_shots(tmp_path, 1)
+    (shot,) = read_manifest(template / "shots.csv").shots.values()
+    ledger = RequestLedger(open_catalog(shared["HAILUO_CATALOG_URL"]))
+    lines: list[str] = []
+
+    class Log:
+        def info(self, msg: str) -> None:
+            lines.append(msg)
+
+        warning = info
+
+    def attempt(store_url: str):
+        async def run():
+            settings = FalSettings(key="test-key", poll_interval_seconds=0.3)
+            generator = ShotGenerator(
+                settings, ledger, open_video_store(store_url), Log(), run_id="r", options=GenerationOptions()
+            )
+            async with generator:
+                return await generator.generate(shot)
+
+        return asyncio.run(run())
+
+    missing = "s3://bucket-not-made-yet/videos"
+    first = attempt(missing)
+    assert first.failure is not None and "could not be downloaded and stored" in first.failure.cause
+    assert "storing the video at s3://bucket-not-made-yet/videos/s00/" in first.failure.cause
+    with ledger.store.transaction(read_only=True) as t:
+        (row,) = t.requests()
+    assert row.status is Status.COMPLETED and row.cost_usd == Decimal("0.19")
+
+    s3_server.create_bucket("bucket-not-made-yet")
+    second = attempt(missing)
+    assert second.ok and second.resumed and second.video.path.startswith(missing), second.failure
+    assert emulator.stats()["submissions"] == 1  # paid once; the second attempt fetched fal's URL again
+    assert any("download attempt" in line for line in lines)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from hailuo_pipeline.catalog.rows import PAID, Status
 from hailuo_pipeline.catalog.sql_ledger import PRICE_IN_EFFECT
 from hailuo_pipeline.catalog.storage import CatalogDatabase
+from hailuo_pipeline.video.probe import VideoProbe
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,16 @@ class RecordedVideo:
     path: str
     bytes: int
     requested_seconds: int
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration_seconds: float
+
+    @property
+    def measured(self) -> VideoProbe:
+        """What decoding the file measured when it was delivered (before it was stored)."""
+        return VideoProbe(self.width, self.height, self.fps, self.frames, self.duration_seconds, "")
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,8 @@ def recorded_videos(catalog: CatalogDatabase, run_id: str | None = None) -> list
     """The videos recorded by `run_id`'s requests; every video when `run_id` is None."""
     scope, params = ("WHERE r.run_id = ?", [run_id]) if run_id is not None else ("", [])
     rows = catalog.read(
-        "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds FROM videos v "
+        "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds, v.width, v.height, v.fps, v.frames, "
+        "v.duration_seconds FROM videos v "
         f"JOIN requests r ON r.request_key = v.request_key {scope} ORDER BY v.recorded_at",
         params,
     )

@@ -183,6 +183,11 @@ class RequestLedger(LedgerTransitions):
             t.release_leases(owner, ACTIVE)
 
     # -- reads -----------------------------------------------------------------------------
+    def check_reachable(self) -> None:
+        """One read: raises the store's error (e.g. CatalogUnavailableError) before any work starts."""
+        with self.store.transaction(read_only=True) as t:
+            t.now()
+
     def get(self, request_key: str) -> RequestRow:
         with self.store.transaction(read_only=True) as t:
             return one_row(t, request_key)

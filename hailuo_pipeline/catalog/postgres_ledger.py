@@ -23,6 +23,7 @@ from psycopg_pool import ConnectionPool
 from hailuo_pipeline.catalog.registry import CHANGED_SHOTS, SHOT_COLUMNS, UPSERT_SHOTS
 from hailuo_pipeline.catalog.schema import POSTGRESQL, apply_migrations
 from hailuo_pipeline.catalog.sql_ledger import SqlLedgerTransaction
+from hailuo_pipeline.catalog.storage import CatalogUnavailableError
 from hailuo_pipeline.redact import redact
 
 DEFAULT_SCHEMA = "hailuo"
@@ -31,6 +32,7 @@ DEFAULT_SCHEMA = "hailuo"
 LEDGER_LOCK = 0x4A11_0001
 MIGRATION_LOCK = 0x4A11_0002
 POOL_SIZE = 16
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def split_schema(url: str) -> tuple[str, str]:
@@ -77,14 +79,28 @@ def _pool(url: str, schema: str) -> ConnectionPool[Any]:
                 conn.execute("SET TIME ZONE 'UTC'")
                 conn.commit()
 
-            _migrate(url, schema)
-            pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, configure=configure, open=True)
+            try:
+                _migrate(url, schema)
+            except psycopg.OperationalError as exc:
+                raise CatalogUnavailableError(
+                    f"the shared catalog {redact(url)} cannot be reached: {redact(str(exc).strip())}. Fix: check "
+                    "HAILUO_CATALOG_URL (host, port, database, user; the password from PGPASSWORD or ~/.pgpass) "
+                    "and that the server accepts connections from this machine"
+                ) from None
+            pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                configure=configure,
+                kwargs={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+                open=True,
+            )
             _pools[(url, schema)] = pool
         return pool
 
 
 def _migrate(url: str, schema: str) -> None:
-    with psycopg.connect(url) as conn, conn.transaction():
+    with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))

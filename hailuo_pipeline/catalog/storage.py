@@ -95,3 +95,7 @@ class CatalogDatabase(LedgerStore, Protocol):
         """Insert or update the manifest's rows (columns of `registry.SHOT_COLUMNS`) in one transaction; the
         ids of registered shots whose content hash changed."""
         ...
+
+
+class CatalogUnavailableError(RuntimeError):
+    """The catalog's database cannot be reached or opened; the message says which one (redacted) and why."""

@@ -10,8 +10,10 @@ come from the library's standard chain (environment, profile, instance role) and
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,13 +54,16 @@ class VideoStore(Protocol):
         """The recorded video is there, whole and unchanged."""
         ...
 
-    @contextmanager
-    def local_copy(self, location: str) -> Iterator[Path | None]:
-        """The video as a local file for reading (None when it is missing)."""
+    def size(self, location: str) -> int | None:
+        """The stored video's size in bytes (None when it is missing): one metadata call, no download."""
         ...
 
     def sweep_abandoned(self) -> None:
         """Remove partial downloads of processes that died."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise VideoStoreError, with the fix, unless a video could be stored now (checked before any spend)."""
         ...
 
 
@@ -85,10 +90,18 @@ class LocalVideoStore:
         path = Path(location)
         return path.is_file() and path.stat().st_size == size and sha256_of(path) == sha256
 
-    @contextmanager
-    def local_copy(self, location: str) -> Iterator[Path | None]:
+    def size(self, location: str) -> int | None:
         path = Path(location)
-        yield path if path.is_file() else None
+        return path.stat().st_size if path.is_file() else None
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            writable = os.access(self.root, os.W_OK | os.X_OK)
+        except OSError as exc:
+            raise VideoStoreError(f"the video folder {self.root} cannot be created ({exc})") from None
+        if not writable:
+            raise VideoStoreError(f"the video folder {self.root} is not writable by this user")
 
     def sweep_abandoned(self) -> None:
         if self.root.is_dir():
@@ -146,11 +159,21 @@ class ObjectVideoStore:
         return location.split("://", 1)[1] if "://" in location else location
 
     def holds(self, location: str, sha256: str, size: int) -> bool:
-        with self.local_copy(location) as copy:
-            return copy is not None and copy.stat().st_size == size and sha256_of(copy) == sha256
+        if self.size(location) != size:
+            return False
+        with self._download(location) as copy:
+            return copy is not None and sha256_of(copy) == sha256
+
+    def size(self, location: str) -> int | None:
+        try:
+            return int(self.fs.info(self._key_of(location))["size"])
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise VideoStoreError(f"reading {redact(location)} failed: {redact(exc)}") from exc
 
     @contextmanager
-    def local_copy(self, location: str) -> Iterator[Path | None]:
+    def _download(self, location: str) -> Iterator[Path | None]:
         folder = Path(tempfile.mkdtemp(prefix="hailuo-video-", dir=self.scratch))
         try:
             target = folder / "video.mp4"
@@ -167,6 +190,18 @@ class ObjectVideoStore:
 
     def sweep_abandoned(self) -> None:
         """Staging is this process's own temporary folder: nothing of other processes is there."""
+
+    def check_writable(self) -> None:
+        probe = f"{self.prefix}/.hailuo-write-check-{uuid.uuid4().hex}"
+        try:
+            self.fs.pipe_file(probe, b"ok")
+            self.fs.rm_file(probe)
+        except Exception as exc:
+            raise VideoStoreError(
+                f"the video store {self.location} does not take files ({redact(exc)}). Fix: check "
+                "HAILUO_VIDEO_STORE (bucket and prefix) and the credentials of the standard AWS variables, "
+                "profile or role (AWS_ENDPOINT_URL for an S3-compatible store)"
+            ) from None
 
 
 def open_video_store(location: str | Path) -> VideoStore:

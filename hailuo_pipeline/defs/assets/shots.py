@@ -25,6 +25,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from hailuo_pipeline.catalog.storage import CatalogUnavailableError
 from hailuo_pipeline.defs.assets.checks import (
     COSTS_MATCH_PRICE_TABLE,
     NO_PAID_VIDEO_LOST,
@@ -46,6 +47,7 @@ from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.remote import RemotePolicy
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
+from hailuo_pipeline.video.store import VideoStoreError
 
 
 def video_retry_policy(delay_seconds: float) -> RetryPolicy:
@@ -168,10 +170,16 @@ def make_shots(
             checked_fal_key(fal.key)
         except FalKeyError as exc:  # before anything is reserved: nothing can be sent with this key
             raise Failure(description=str(exc), allow_retries=False) from None
+        ledger, videos = catalog.ledger(), shots.videos()
+        try:  # where the money is recorded and the videos kept must both work before anything is paid
+            ledger.check_reachable()
+            videos.check_writable()
+        except (CatalogUnavailableError, VideoStoreError) as exc:  # their messages are redacted already
+            raise Failure(description=str(exc), allow_retries=False) from None
         generator = ShotGenerator(
             fal.settings(),
-            catalog.ledger(),
-            shots.videos(),
+            ledger,
+            videos,
             writes,
             run_id=context.run_id,
             options=GenerationOptions(
