@@ -56,6 +56,10 @@ class EmulatorServer:
             log_level="warning",
             lifespan="off",
             access_log=False,
+            # longer than clients keep idle connections (httpx: 5 s, uvicorn's default too): with equal timeouts
+            # a client reuses a connection at the moment the server closes it, and the request fails with
+            # "Server disconnected without sending a response" (seen under the bare script's 0.1 s polling)
+            timeout_keep_alive=75,
         )
         self._server = uvicorn.Server(served)
         self._thread: threading.Thread | None = None

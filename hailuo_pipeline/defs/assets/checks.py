@@ -3,6 +3,7 @@
 They are check specs of the step that makes the videos (assets/shots.py), which evaluates them once its
 shots are done; selected on their own (the UI's "Execute checks"), they cover the whole catalog."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
@@ -44,9 +45,11 @@ def videos_match_requests(catalog: CatalogResource, store: VideoStore, run_id: s
     videos = recorded_videos(catalog.catalog(), run_id) if run_id else []
     videos = videos or recorded_videos(catalog.catalog())
     problems: list[str] = []
-    for video in videos:
+    with ThreadPoolExecutor(max_workers=16) as pool:  # one metadata call each, also to an object store
+        sizes = list(pool.map(lambda video: store.size(video.path), videos))
+    for video, size in zip(videos, sizes, strict=True):
         where = f"{video.shot_id} ({video.request_id})"
-        if store.size(video.path) != video.bytes:  # one metadata call, also for an object store
+        if size != video.bytes:
             problems.append(f"{where}: {video.path} is missing or not {video.bytes} bytes")
             continue
         problems.extend(f"{where}: {p}" for p in problems_with(video.measured, video.requested_seconds))
