@@ -38,6 +38,9 @@ from hailuo_pipeline.local_servers.postgres import LocalPostgres  # noqa: E402
 from hailuo_pipeline.local_servers.s3 import LocalS3  # noqa: E402
 
 SLOW_FIXTURES = {"emulator", "emulator_server", "workspace", "subprocess_env"}
+# made now, served on first use: its CA file must exist before any HTTPS client reads SSL_CERT_FILE, in tests
+# that never talk to the emulator too
+_EMULATOR = EmulatorServer(_EMULATOR_DIR, port=_EMULATOR_PORT)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,7 +52,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
-    server = EmulatorServer(_EMULATOR_DIR, port=_EMULATOR_PORT).start()
+    server = _EMULATOR.start()
     yield server
     server.stop()
 
