@@ -151,13 +151,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         os.environ.update(server.env())
         os.environ["FAL_KEY"] = DEMO_KEY
         print(f"offline: fal emulator on {server.url} (no money is spent)")
-    from hailuo_pipeline.defs.headless import materialize
+    from hailuo_pipeline.defs.headless import instance, materialize, report_asset
 
     try:
         summary = materialize(None, say=print)
     finally:
         if server is not None:
             server.stop()
+    with instance(settings) as dagster:  # the UI then opens on a cost_report that is there, not "never"
+        report_asset(dagster, settings)
     print_outcome(summary)
     print(report_text("table"))
     print(

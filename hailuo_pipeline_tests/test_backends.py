@@ -83,6 +83,7 @@ def test_report_numbers_against_known_rows(database):
         database, Budget(daily_usd=Decimal("1.00"), total_usd=Decimal("10")), today=date(2026, 11, 28)
     )
     s = report.summary
+    assert {type(v) for v in s.values()} <= {int, float, type(None)}, s  # plain numbers for JSON and metadata
     assert s["spend_today_usd"] == pytest.approx(0.51)
     assert s["spend_month_to_date_usd"] == pytest.approx(0.70)
     assert s["spend_all_time_usd"] == pytest.approx(1.02)

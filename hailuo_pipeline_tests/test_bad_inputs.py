@@ -7,9 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey, DagsterInstance
 from PIL import Image
 
-from hailuo_pipeline.defs.headless import materialize
+from hailuo_pipeline.defs.definitions import build_definitions
+from hailuo_pipeline.defs.headless import materialize, sync
+from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.settings import Settings
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 from hailuo_pipeline_tests.helpers import query, reason
 from hailuo_pipeline_tests.shots import make_image, write_shots
@@ -89,6 +93,44 @@ def test_every_bad_shot_is_refused_before_any_submission(workspace, emulator):
     stats = emulator.stats()
     assert stats["submissions"] == 1 and stats["calls"]["submit"] == 1
     assert query(workspace, "SELECT shot_id FROM requests") == [("good",)]
+
+    # what Dagster shows: a refused input fails itself and the video, never the other, good input
+    status = partition_status(DagsterInstance.get(), ["good", *expected])
+    assert {asset: marks["good"] for asset, marks in status.items()} == dict.fromkeys(status, "MATERIALIZED")
+    for sid in bad_images:
+        assert (status["source_image"][sid], status["prompt"][sid], status["hailuo_video"][sid]) == (
+            "FAILED",
+            "MATERIALIZED",  # the prompt was fine, and is checked first
+            "FAILED",
+        ), sid
+    for sid in BAD_FIELDS:
+        assert (status["prompt"][sid], status["hailuo_video"][sid]) == ("FAILED", "FAILED"), sid
+        assert status["source_image"][sid] is None, sid  # not checked, so neither good nor failed
+
+
+def partition_status(instance: DagsterInstance, shots: list[str]) -> dict[str, dict[str, str | None]]:
+    found = {}
+    for asset in ("source_image", "prompt", "hailuo_video"):
+        marks = instance.get_status_by_partition(AssetKey(asset), shots, shots_partitions) or {}
+        found[asset] = {s: marks[s].value if marks.get(s) else None for s in shots}
+    return found
+
+
+def test_materializing_the_video_alone_materializes_its_inputs_in_the_same_step(workspace, emulator):
+    """The UI's "Materialize" on hailuo_video alone: the shot's inputs are validated and materialized too."""
+    write_shots(workspace, [{"shot_id": "v", "prompt": "only the video was selected"}])
+    with DagsterInstance.get() as instance:
+        sync(instance, Settings.from_env())
+        job = build_definitions().resolve_job_def("shot_videos")
+        result = job.execute_in_process(instance=instance, partition_key="v")
+        assert result.success
+        assert partition_status(instance, ["v"]) == {
+            "source_image": {"v": "MATERIALIZED"},
+            "prompt": {"v": "MATERIALIZED"},
+            "hailuo_video": {"v": "MATERIALIZED"},
+        }
+        assert result.dagster_run.job_name == "shot_videos"  # the job that selects hailuo_video alone
+    assert emulator.stats()["submissions"] == 1
 
 
 def test_missing_columns_name_the_header(tmp_path):

@@ -26,15 +26,16 @@ def test_checks_pass_then_catch_a_damaged_video_and_a_wrong_charge(workspace, em
     materialize()
     catalog = resource(workspace)
     store = LocalVideoStore(workspace / "videos")
-    assert videos_match_requests(catalog, store).passed
-    assert costs_match_price_table(catalog).passed
+    passing = [videos_match_requests(catalog, store), costs_match_price_table(catalog)]
+    assert all(check.passed for check in passing)
+    assert not {"first_problems", "first"} & {k for check in passing for k in check.metadata}  # no empty lists
 
     ((path,),) = query(workspace, "SELECT path FROM videos WHERE shot_id = 'b'")
     Path(path).write_bytes(Path(path).read_bytes()[:1000])
     damaged = videos_match_requests(catalog, store)
     assert not damaged.passed
     assert damaged.metadata["problems"].value == 1
-    assert "b (" in damaged.metadata["first_problems"].value[0]
+    assert damaged.metadata["first_problems"].value.startswith("- b (")
 
     with Catalog(workspace / "catalog.duckdb").connect() as db:
         db.execute("UPDATE requests SET cost_usd = 0.19 WHERE shot_id = 'b'")
@@ -55,3 +56,23 @@ def test_key_and_data_uris_stay_out_of_logs_and_catalog(workspace, emulator):
         for entry in instance.all_logs(run_id):
             message = entry.user_message + str(entry.dagster_event.event_specific_data if entry.dagster_event else "")
             assert "base64," not in message and "test-key" not in message
+
+
+def test_a_run_that_made_no_video_says_its_check_had_nothing_to_check(workspace, emulator):
+    """A failed single-shot run: its video check covers that run's videos, of which there are none; it does
+    not pass over the videos earlier runs made."""
+    write_shots(workspace, TWO)
+    materialize()  # two videos in the catalog
+    write_shots(workspace, [*TWO, {"shot_id": "bad", "prompt": "p", "duration": "7"}])
+    summary = materialize(["bad"])
+    assert "bad" in summary.failed
+    (run_id,) = summary.run_ids
+    (evaluation,) = [
+        e.dagster_event.event_specific_data
+        for e in DagsterInstance.get().all_logs(run_id)
+        if e.dagster_event
+        and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.dagster_event.event_specific_data.check_name == "videos_match_requests"
+    ]
+    assert evaluation.passed and evaluation.metadata["videos_checked"].value == 0
+    assert evaluation.description == "nothing to check: this run recorded no video"

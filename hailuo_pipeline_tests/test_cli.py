@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey, DagsterInstance
 
 from hailuo_pipeline_tests.helpers import hailuo, query
 
@@ -34,6 +35,13 @@ def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
     videos = query(data, "SELECT shot_id, duration_seconds FROM videos ORDER BY shot_id")
     assert [(s, round(d)) for s, d in videos] == [("city-night", 6), ("forest-path", 10), ("harbour-dawn", 6)]
     assert (data / "dagster_home" / "dagster.yaml").read_text().count("default_limit") == 1
+    with DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        report = instance.get_latest_materialization_event(AssetKey("cost_report"))
+        assert report is not None  # not "Never materialized"
+        metadata = report.asset_materialization.metadata
+        assert metadata["spend_all_time_usd"].value == 0.7 and metadata["requests"].value == 3
+        days = [row.data["day"] for row in metadata["spend_by_day"].value.records]
+        assert all(len(day) == 10 for day in days), days  # 2026-11-29, not 2026-11-29 00:00:00
 
 
 def test_demo_refuses_to_spend_when_a_key_is_set(tmp_path):

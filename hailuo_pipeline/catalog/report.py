@@ -67,12 +67,13 @@ class CostReport:
 
 
 def _plain(value: Any) -> Any:
+    """A cell as plain Python: numbers rounded to 4 places, numpy scalars and Decimals unwrapped."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        value = value.item()  # numpy's int64 and float64 (pandas hands them out) are not JSON's or Dagster's
     if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, float) and not pd.isna(value):
-        return round(value, 4)
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None
+        value = float(value)
+    if isinstance(value, float):
+        return None if pd.isna(value) else round(value, 4)
     return value
 
 

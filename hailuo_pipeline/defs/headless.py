@@ -156,6 +156,13 @@ def materialize(
         return summary
 
 
+def report_asset(dagster: DagsterInstance, settings: Settings) -> bool:
+    """Materialize `cost_report` (one short run), so the UI shows the spend the command just printed."""
+    job = build_definitions(settings).resolve_job_def("cost_report_job").with_logger_defs({"console": console()})
+    run_config: dict[str, Any] = {"loggers": {"console": {}}}
+    return job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False).success
+
+
 def snapshot(dagster: DagsterInstance, settings: Settings, full: bool = False) -> SnapshotResult:
     """Refresh the DuckDB snapshot of the shared ledger, recorded as a materialization of `catalog_snapshot`
     (without a run of its own: a second run would cost the command about a second for 0.1 s of work)."""

@@ -53,10 +53,11 @@ class ShotFailure(Exception):
 
     permanent: bool = False
 
-    def __init__(self, shot_id: str, cause: str, fix: str) -> None:
+    def __init__(self, shot_id: str, cause: str, fix: str, bad_input: str | None = None) -> None:
         cause, fix = redact(cause), redact(fix)  # every failure's text is shown and stored: never a secret
         super().__init__(f"shot {shot_id!r}: {cause}. Fix: {fix}")
         self.shot_id = shot_id
+        self.bad_input = bad_input  # "image" or "prompt" when one of the shot's inputs was refused
         self.cause = cause
         self.fix = fix
 

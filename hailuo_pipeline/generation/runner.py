@@ -174,7 +174,7 @@ class ShotGenerator:
                 try:
                     request = await asyncio.to_thread(validate_shot, shot, self.options.remote_images)
                 except ShotInputError as exc:
-                    raise PermanentShotFailure(shot.shot_id, exc.problem, exc.fix) from exc
+                    raise PermanentShotFailure(shot.shot_id, exc.problem, exc.fix, exc.bad_input) from exc
                 if on_valid is not None:
                     on_valid(request)
                 await self._generate(request, outcome)

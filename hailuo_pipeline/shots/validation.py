@@ -33,6 +33,7 @@ class ShotInputError(Exception):
         self.shot_id = shot_id
         self.problem = problem
         self.fix = fix
+        self.bad_input: str | None = None  # "prompt" (with duration and optimizer) or "image", once known
 
 
 @dataclass(frozen=True)
@@ -222,9 +223,25 @@ def validate_prompt_optimizer(shot_id: str, value: str) -> bool:
 
 
 def validate_shot(shot: Shot, remote: RemotePolicy | None = None) -> ShotRequest:
-    """Everything the model checks, checked here first; raises ShotInputError naming the fix."""
-    prompt = validate_prompt(shot.shot_id, shot.prompt)
-    duration = validate_duration(shot.shot_id, shot.duration)
-    optimizer = validate_prompt_optimizer(shot.shot_id, shot.prompt_optimizer)
-    image = validate_image(shot.shot_id, read_image_bytes(shot, remote))
+    """Everything the model checks, checked here first; raises ShotInputError naming the fix and which input
+    is bad (the prompt's fields are checked first: a bad image means a good prompt)."""
+    try:
+        prompt, duration, optimizer = validate_prompt_fields(shot)
+    except ShotInputError as exc:
+        exc.bad_input = "prompt"
+        raise
+    try:
+        image = validate_image(shot.shot_id, read_image_bytes(shot, remote))
+    except ShotInputError as exc:
+        exc.bad_input = "image"
+        raise
     return ShotRequest(shot, image, prompt, duration, optimizer)
+
+
+def validate_prompt_fields(shot: Shot) -> tuple[str, int, bool]:
+    """The prompt asset's inputs: the prompt, the duration and the optimizer switch."""
+    return (
+        validate_prompt(shot.shot_id, shot.prompt),
+        validate_duration(shot.shot_id, shot.duration),
+        validate_prompt_optimizer(shot.shot_id, shot.prompt_optimizer),
+    )

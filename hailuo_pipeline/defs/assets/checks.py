@@ -41,9 +41,17 @@ VIDEO_CHECKS = [VIDEOS_MATCH_REQUESTS, COSTS_MATCH_PRICE_TABLE, NO_PAID_VIDEO_LO
 
 
 def videos_match_requests(catalog: CatalogResource, store: VideoStore, run_id: str | None = None) -> AssetCheckResult:
-    """The videos recorded by `run_id` (every video when None or when that run recorded none)."""
-    videos = recorded_videos(catalog.catalog(), run_id) if run_id else []
-    videos = videos or recorded_videos(catalog.catalog())
+    """The videos recorded by `run_id` (every video when None). A run that recorded none says so: it does not
+    pass over other runs' videos."""
+    videos = recorded_videos(catalog.catalog(), run_id)
+    if not videos and run_id is not None:
+        return AssetCheckResult(
+            asset_key=VIDEOS_MATCH_REQUESTS.asset_key,
+            check_name=VIDEOS_MATCH_REQUESTS.name,
+            passed=True,
+            description="nothing to check: this run recorded no video",
+            metadata={"videos_checked": 0},
+        )
     problems: list[str] = []
     with ThreadPoolExecutor(max_workers=16) as pool:  # one metadata call each, also to an object store
         sizes = list(pool.map(lambda video: store.size(video.path), videos))
@@ -58,7 +66,7 @@ def videos_match_requests(catalog: CatalogResource, store: VideoStore, run_id: s
         check_name=VIDEOS_MATCH_REQUESTS.name,
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"videos_checked": len(videos), "problems": len(problems), "first_problems": problems[:MAX_LISTED]},
+        metadata={"videos_checked": len(videos), "problems": len(problems), **listing("first_problems", problems)},
     )
 
 
@@ -69,8 +77,13 @@ def costs_match_price_table(catalog: CatalogResource) -> AssetCheckResult:
         asset_key=COSTS_MATCH_PRICE_TABLE.asset_key,
         check_name=COSTS_MATCH_PRICE_TABLE.name,
         passed=not off,
-        metadata={"requests_checked": checked, "mismatches": len(off), "first": listed[:MAX_LISTED]},
+        metadata={"requests_checked": checked, "mismatches": len(off), **listing("first", listed)},
     )
+
+
+def listing(name: str, lines: list[str]) -> dict:
+    """The first lines as Markdown under `name`, or nothing at all: an empty list shows as a bare `[]`."""
+    return {name: MetadataValue.md("\n".join(f"- {line}" for line in lines[:MAX_LISTED]))} if lines else {}
 
 
 def no_paid_video_lost(catalog: CatalogResource) -> AssetCheckResult:
@@ -81,9 +94,11 @@ def no_paid_video_lost(catalog: CatalogResource) -> AssetCheckResult:
         f"{r.error_message}"
         for r in lost[:MAX_LISTED]
     ]
-    metadata: dict = {"lost_requests": len(lost), "lost_usd": float(sum((r.cost_usd for r in lost), Decimal(0)))}
-    if listed:
-        metadata["lost"] = MetadataValue.md("\n".join(f"- {line}" for line in listed))
+    metadata: dict = {
+        "lost_requests": len(lost),
+        "lost_usd": float(sum((r.cost_usd for r in lost), Decimal(0))),
+        **listing("lost", listed),
+    }
     return AssetCheckResult(
         asset_key=NO_PAID_VIDEO_LOST.asset_key,
         check_name=NO_PAID_VIDEO_LOST.name,

@@ -7,6 +7,7 @@ from dagster import AssetSpec, MetadataValue
 
 from hailuo_pipeline.defs.partitions import shots_partitions
 from hailuo_pipeline.redact import redact
+from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotRequest
 
 SHOT_INPUT: dict = {
@@ -48,13 +49,17 @@ def image_metadata(request: ShotRequest) -> tuple[dict, str]:
 
 def prompt_metadata(request: ShotRequest) -> tuple[dict, str]:
     """prompt's metadata and data version (a hash of prompt, duration and prompt_optimizer)."""
-    text = request.prompt
-    version = hashlib.sha256(f"{text}\x1f{request.duration}\x1f{request.prompt_optimizer}".encode()).hexdigest()
+    return prompt_fields_metadata(request.shot, request.prompt, request.duration, request.prompt_optimizer)
+
+
+def prompt_fields_metadata(shot: Shot, text: str, duration: int, optimizer: bool) -> tuple[dict, str]:
+    """The same from validated fields alone: a shot whose image was refused still has a good prompt."""
+    version = hashlib.sha256(f"{text}\x1f{duration}\x1f{optimizer}".encode()).hexdigest()
     metadata = {
         "prompt": MetadataValue.text(text[:500]),
         "prompt_length": len(text),
-        "duration_seconds": request.duration,
-        "prompt_optimizer": request.prompt_optimizer,
-        "manifest_row": request.shot.row,
+        "duration_seconds": duration,
+        "prompt_optimizer": optimizer,
+        "manifest_row": shot.row,
     }
     return metadata, version

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     AssetSpec,
     Backoff,
@@ -36,7 +37,13 @@ from hailuo_pipeline.defs.assets.checks import (
     videos_match_requests,
 )
 from hailuo_pipeline.defs.assets.events import InstanceWriter, shots_failure
-from hailuo_pipeline.defs.assets.inputs import image_metadata, prompt, prompt_metadata, source_image
+from hailuo_pipeline.defs.assets.inputs import (
+    image_metadata,
+    prompt,
+    prompt_fields_metadata,
+    prompt_metadata,
+    source_image,
+)
 from hailuo_pipeline.defs.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
 from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
@@ -46,7 +53,7 @@ from hailuo_pipeline.generation.runner import ShotGenerator
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.remote import RemotePolicy
-from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
+from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_prompt_fields, validate_shot
 from hailuo_pipeline.video.store import VideoStoreError
 
 
@@ -149,11 +156,18 @@ def make_shots(
         for shot_id, reason in missing.items()
     }
     writes = InstanceWriter(context)
+    # a video is never paid for without its inputs: selecting it materializes them in the same step
+    inputs = {source_image.key, prompt.key} if hailuo_video.key in selected else selected - {hailuo_video.key}
 
     def inputs_valid(request: ShotRequest) -> None:
         for spec, metadata in ((source_image, image_metadata), (prompt, prompt_metadata)):
-            if spec.key in selected:
+            if spec.key in inputs:
                 writes.materialize(spec.key, request.shot_id, *metadata(request))
+
+    def input_refused(shot: Shot, failure: ShotFailure) -> None:
+        """A refused image leaves a good prompt (checked first): that one is materialized all the same."""
+        if failure.bad_input == "image" and prompt.key in inputs:
+            writes.materialize(prompt.key, shot.shot_id, *prompt_fields_metadata(shot, *validate_prompt_fields(shot)))
 
     def video_done(outcome: ShotOutcome) -> None:
         """As each shot finishes: its materialization now (overlapping the wait for others), or its failure."""
@@ -161,6 +175,7 @@ def make_shots(
             writes.materialize(hailuo_video.key, outcome.shot_id, shot_metadata(outcome))
         elif outcome.failure is not None:
             failed[outcome.shot_id] = outcome.failure
+            input_refused(found[outcome.shot_id], outcome.failure)
             writes.error(str(outcome.failure))
         elif outcome.skipped:
             writes.info(f"{outcome.shot_id}: {outcome.skipped}")
@@ -193,7 +208,10 @@ def make_shots(
         )
         generate_all(generator, list(found.values()), config.concurrency, writes, inputs_valid, video_done)
     else:
-        failed.update(validate_inputs(list(found.values()), inputs_valid, shots.remote_images()))
+        refused = validate_inputs(list(found.values()), inputs_valid, shots.remote_images())
+        for shot_id, failure in refused.items():
+            input_refused(found[shot_id], failure)
+        failed.update(refused)
     writes.drain()
     checks = context.selected_asset_check_keys
     if VIDEOS_MATCH_REQUESTS.key in checks:
@@ -203,8 +221,15 @@ def make_shots(
     if NO_PAID_VIDEO_LOST.key in checks:
         yield no_paid_video_lost(catalog)
     if failed:
-        writes.mark_failed(set(selected), sorted(failed))
+        for shot_id, failure in sorted(failed.items()):
+            writes.mark_failed(failed_assets(failure, set(selected) | inputs), [shot_id])
         raise shots_failure(failed, len(keys))
+
+
+def failed_assets(failure: ShotFailure, keys: set[AssetKey]) -> set[AssetKey]:
+    """What a shot's failure fails: a refused input fails itself and the video, not the other input."""
+    good = {"image": prompt.key, "prompt": source_image.key}.get(failure.bad_input or "")
+    return keys - {good} if good else keys
 
 
 def validate_inputs(
@@ -222,7 +247,7 @@ def validate_inputs(
     with ThreadPoolExecutor(max_workers=4) as pool:
         for shot, result in zip(found, pool.map(check, found), strict=True):
             if isinstance(result, ShotInputError):
-                failed[shot.shot_id] = PermanentShotFailure(shot.shot_id, result.problem, result.fix)
+                failed[shot.shot_id] = PermanentShotFailure(shot.shot_id, result.problem, result.fix, result.bad_input)
             else:
                 on_valid(result)
     return failed
