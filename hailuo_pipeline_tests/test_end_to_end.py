@@ -86,6 +86,13 @@ def test_second_run_reuses_verified_videos_without_requests(workspace, emulator)
     assert emulator.stats()["submissions"] == 3
     with catalog(workspace) as db:
         assert db.execute("SELECT count(*), sum(cost_usd) FROM requests").fetchone() == (3, Decimal("0.70"))
+    # the materializations add up to what was spent: the reuses say $0, and who paid, not the old timings
+    events = DagsterInstance.get().fetch_materializations(AssetKey("hailuo_video"), limit=100).records
+    metadata = [e.asset_materialization.metadata for e in events]
+    assert round(sum(m["cost_usd"].value for m in metadata), 2) == 0.70
+    reused = [m for m in metadata if m["reused"].value]
+    assert len(reused) == 3 and all(m["cost_usd"].value == 0.0 for m in reused)
+    assert all("queue_seconds" not in m and m["paid_by"].value.startswith("request ") for m in reused)
 
 
 def test_new_take_pays_again_and_keeps_the_old_video(workspace, emulator):

@@ -85,28 +85,35 @@ class ShotsConfig(Config):
 
 
 def shot_metadata(outcome: ShotOutcome) -> dict:
+    """What this run did for the shot. A reused video cost this run nothing and took no queue or inference
+    time here: it says so, and names the request and run that paid for it, so summing `cost_usd` over
+    materializations gives what was spent."""
     video, request = outcome.video, outcome.request
     assert video is not None and request is not None
-    return {
+    metadata: dict = {
         "request_id": video.request_id,
         "take": request.take,
-        "cost_usd": 0.0 if outcome.reused else float(request.price_usd),  # what this run spent on it
+        "cost_usd": 0.0 if outcome.reused else float(request.price_usd),
         "resumed": outcome.resumed,
+        "reused": outcome.reused,
         "requested_duration_seconds": request.duration_seconds,
         "measured_duration_seconds": round(video.duration_seconds, 3),
         "resolution": f"{video.width}x{video.height}",
         "fps": video.fps,
         "frames": video.frames,
-        "queue_seconds": _seconds(request.submitted_at, request.started_at),
-        "inference_seconds": _seconds(request.started_at, request.completed_at),
         "total_seconds": round(outcome.seconds, 3),
         "status_polls": outcome.polls,
-        "reused": outcome.reused,
         "path": MetadataValue.url(video.path) if "://" in video.path else MetadataValue.path(video.path),
         "source_url": MetadataValue.url(video.source_url or ""),
         "sha256": video.sha256,
         "bytes": video.bytes,
     }
+    if outcome.reused:
+        metadata["paid_by"] = f"request {request.request_id} (${request.price_usd:.2f}) in run {request.run_id}"
+    else:
+        metadata["queue_seconds"] = _seconds(request.submitted_at, request.started_at)
+        metadata["inference_seconds"] = _seconds(request.started_at, request.completed_at)
+    return {k: v for k, v in metadata.items() if v is not None}
 
 
 def _seconds(start, end) -> float | None:
