@@ -71,7 +71,7 @@ def test_the_orphan_sensor_launches_resume_runs_that_never_submit(workspace, emu
     ] == [("s1", "s3")]
     (request,) = requests
     assert request.run_config == {"ops": {"hailuo_shots": {"config": {"resume_only": True}}}}
-    assert {k.to_user_string() for k in request.asset_selection} == {"hailuo_video"}
+    assert request.job_name == "shot_videos"
 
     result = run_request("shot_videos", request, instance)
     assert result.success

@@ -21,11 +21,7 @@ def test_registers_new_shots_and_skips_an_unchanged_manifest(workspace):
     (add,) = result.dynamic_partitions_requests
     assert list(add.partition_keys) == ["a", "b"]
     assert len(result.run_requests) == 1
-    assert {k.to_user_string() for k in result.run_requests[0].asset_selection} == {
-        "source_image",
-        "prompt",
-        "hailuo_video",
-    }
+    assert result.run_requests[0].job_name == "generate_shots"  # named in the UI, not __ASSET_JOB
     instance.add_dynamic_partitions("shots", list(add.partition_keys))
 
     again = evaluate(instance, result.cursor)
@@ -47,10 +43,8 @@ def test_only_new_rows_are_requested_and_edits_reversion_inputs(workspace):
     )
     second = evaluate(instance, first.cursor)
     assert list(second.dynamic_partitions_requests[0].partition_keys) == ["b"]
-    by_selection = {
-        tuple(sorted(k.to_user_string() for k in r.asset_selection)): r.partition_key for r in second.run_requests
-    }
-    assert by_selection == {("hailuo_video", "prompt", "source_image"): "b", ("prompt", "source_image"): "a"}
+    by_job = {r.job_name: r.partition_key for r in second.run_requests}
+    assert by_job == {"generate_shots": "b", "shot_inputs": "a"}  # the edited shot is re-validated, not repaid
 
 
 def test_a_doubtful_shot_gets_a_run_of_its_own(workspace):

@@ -12,7 +12,7 @@ from dagster import (
 )
 
 from hailuo_pipeline.defs.automation.run_requests import range_run_requests
-from hailuo_pipeline.defs.automation.sensors import SHOT_ASSETS
+from hailuo_pipeline.defs.jobs import shots_job
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import ShotPlan, plan_shot_runs, plan_shots
@@ -39,7 +39,7 @@ def shots_to_sweep(
 def build_nightly_sweep(cron: str) -> ScheduleDefinition:
     @schedule(
         cron_schedule=cron,
-        target=SHOT_ASSETS,
+        job=shots_job,
         default_status=DefaultScheduleStatus.STOPPED,
         description="Resumes orphaned requests, then sweeps missing and failed shots within the daily budget "
         "(cron: HAILUO_SWEEP_CRON).",
@@ -78,4 +78,4 @@ def sweep(
         context.log.info(note)
     stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M")
     runs = plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN)
-    return range_run_requests(runs, SHOT_ASSETS, f"sweep-{stamp}")
+    return range_run_requests(runs, shots_job.name, f"sweep-{stamp}")

@@ -12,21 +12,18 @@ from dagster import (
 )
 
 from hailuo_pipeline.catalog.registry import record_shots
-from hailuo_pipeline.defs.assets.inputs import prompt, source_image
-from hailuo_pipeline.defs.assets.shots import hailuo_video
 from hailuo_pipeline.defs.automation.run_requests import range_run_requests
+from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
-SHOT_ASSETS = [source_image.key, prompt.key, hailuo_video.key]
-
 
 @sensor(
     minimum_interval_seconds=30,
-    asset_selection=SHOT_ASSETS,
+    jobs=[shots_job, shot_inputs_job],
     default_status=DefaultSensorStatus.STOPPED,
     description="Registers new shots from shots.csv and requests their videos; re-versions edited shots.",
 )
@@ -47,9 +44,9 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     plan = record_shots(catalog.catalog(), manifest, set(existing))
     ordered = [*existing, *plan.new]
     run_requests = [
-        *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), SHOT_ASSETS, digest[:12]),
+        *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), shots_job.name, digest[:12]),
         # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
-        *range_run_requests(partition_ranges(ordered, plan.changed, 500), SHOT_ASSETS[:2], f"edit-{digest[:12]}"),
+        *range_run_requests(partition_ranges(ordered, plan.changed, 500), shot_inputs_job.name, f"edit-{digest[:12]}"),
     ]
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(
@@ -65,7 +62,7 @@ RESUME_ONLY = {"ops": {"hailuo_shots": {"config": {"resume_only": True}}}}
 
 @sensor(
     minimum_interval_seconds=60,
-    asset_selection=[hailuo_video.key],
+    job=shot_videos_job,
     default_status=DefaultSensorStatus.RUNNING,
     description="Finds paid requests no live run follows any more (a crash, an evicted pod) and launches runs "
     "that resume them by their fal id, before fal's result expires. Spends nothing: these runs never submit.",
@@ -89,4 +86,4 @@ def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogR
     ).hexdigest()[:12]
     context.log.info(f"resuming {len(todo)} orphaned request(s): {', '.join(sorted(todo))}")
     ranges = partition_ranges(registered, list(todo), SHOTS_PER_RUN)
-    return range_run_requests(ranges, [hailuo_video.key], f"resume-{digest}", RESUME_ONLY)
+    return range_run_requests(ranges, shot_videos_job.name, f"resume-{digest}", RESUME_ONLY)
