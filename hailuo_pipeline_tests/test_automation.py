@@ -10,7 +10,7 @@ from dagster import AssetKey, DagsterInstance
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
-from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
+from hailuo_pipeline.defs.automation.sensors import shots_generation_sensor, shots_manifest_sensor
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline_tests.helpers import query, tick_schedule, tick_sensor
@@ -80,13 +80,16 @@ def test_sensor_registers_a_10000_row_manifest_in_runs_of_100(workspace):
     result = tick_sensor(shots_manifest_sensor, instance)
     (add,) = result.dynamic_partitions_requests
     assert len(add.partition_keys) == 10_000
-    assert len(result.run_requests) == 100
-    first = result.run_requests[0].tags
+    assert len(result.run_requests) == 20  # free validation, 500 shots per run
+    assert query(workspace, "SELECT count(*) FROM shots") == [(10_000,)]
+    instance.add_dynamic_partitions("shots", list(add.partition_keys))
+    paid = tick_sensor(shots_generation_sensor, instance)  # the switch that spends, when it is on
+    assert len(paid) == 100
+    first = paid[0].tags
     assert (first["dagster/asset_partition_range_start"], first["dagster/asset_partition_range_end"]) == (
         "shot-00000",
         "shot-00099",
     )
-    assert query(workspace, "SELECT count(*) FROM shots") == [(10_000,)]
 
 
 def test_nightly_sweep_requests_missing_shots_within_the_daily_budget_not_refused_ones(

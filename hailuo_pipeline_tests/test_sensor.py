@@ -1,10 +1,12 @@
-"""The manifest sensor registers new shots, requests their runs, and ignores an unchanged manifest."""
+"""The manifest sensor registers and validates new shots for free; the generation sensor, off by default,
+is the one switch that spends."""
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, SensorResult, SkipReason
+from dagster import DagsterInstance, DefaultSensorStatus, SensorResult, SkipReason
 
-from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
+from hailuo_pipeline.defs.automation.sensors import shots_generation_sensor, shots_manifest_sensor
+from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline_tests.helpers import tick_sensor
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
@@ -13,41 +15,56 @@ def evaluate(instance: DagsterInstance, cursor: str | None):
     return tick_sensor(shots_manifest_sensor, instance, cursor)
 
 
-def test_registers_new_shots_and_skips_an_unchanged_manifest(workspace):
+def ranges(requests) -> list[str]:
+    return sorted(
+        r.partition_key
+        or f"{r.tags['dagster/asset_partition_range_start']}..{r.tags['dagster/asset_partition_range_end']}"
+        for r in requests
+    )
+
+
+def test_free_work_runs_by_default_and_spending_is_one_switch_that_is_off():
+    assert shots_manifest_sensor.default_status is DefaultSensorStatus.RUNNING
+    assert shots_generation_sensor.default_status is DefaultSensorStatus.STOPPED
+    assert "SPENDS" in (shots_generation_sensor.description or "")
+    assert "spends nothing" in (shots_manifest_sensor.description or "")
+
+
+def test_registers_new_shots_validates_them_and_skips_an_unchanged_manifest(workspace):
     write_shots(workspace, [{"shot_id": "a", "prompt": "p"}, {"shot_id": "b", "prompt": "q", "duration": "10"}])
     instance = DagsterInstance.get()
     result = evaluate(instance, None)
     assert isinstance(result, SensorResult)
     (add,) = result.dynamic_partitions_requests
     assert list(add.partition_keys) == ["a", "b"]
-    assert len(result.run_requests) == 1
-    assert result.run_requests[0].job_name == "generate_shots"  # named in the UI, not __ASSET_JOB
+    assert [r.job_name for r in result.run_requests] == ["shot_inputs"]  # validation only: free
     instance.add_dynamic_partitions("shots", list(add.partition_keys))
 
     again = evaluate(instance, result.cursor)
     assert isinstance(again, SkipReason) and "unchanged" in again.skip_message
 
 
-def test_only_new_rows_are_requested_and_edits_reversion_inputs(workspace):
-    write_shots(workspace, [{"shot_id": "a", "prompt": "p"}])
+def test_new_and_edited_rows_are_validated_again_never_paid_for(workspace):
+    write_shots(workspace, [{"shot_id": "a", "prompt": "p"}, {"shot_id": "c", "prompt": "p"}])
     instance = DagsterInstance.get()
     first = evaluate(instance, None)
-    instance.add_dynamic_partitions("shots", ["a"])
+    instance.add_dynamic_partitions("shots", ["a", "c"])
     make_image(workspace / "images" / "b.jpg")
     write_shots(
         workspace,
         [
             {"shot_id": "a", "prompt": "an edited prompt", "image": "images/a.jpg"},
+            {"shot_id": "c", "prompt": "p", "image": "images/c.jpg"},
             {"shot_id": "b", "prompt": "q", "image": "images/b.jpg"},
         ],
     )
     second = evaluate(instance, first.cursor)
     assert list(second.dynamic_partitions_requests[0].partition_keys) == ["b"]
-    by_job = {r.job_name: r.partition_key for r in second.run_requests}
-    assert by_job == {"generate_shots": "b", "shot_inputs": "a"}  # the edited shot is re-validated, not repaid
+    assert {r.job_name for r in second.run_requests} == {"shot_inputs"}
+    assert ranges(second.run_requests) == ["a", "b"]  # the unchanged shot c is left alone
 
 
-def test_a_doubtful_shot_gets_a_run_of_its_own(workspace):
+def test_the_generation_sensor_requests_pending_shots_once_each_a_doubtful_one_alone(workspace, emulator):
     write_shots(
         workspace,
         [
@@ -57,12 +74,13 @@ def test_a_doubtful_shot_gets_a_run_of_its_own(workspace):
             {"shot_id": "good3", "prompt": "p"},
         ],
     )
-    result = evaluate(DagsterInstance.get(), None)
-    keys = sorted(
-        (
-            r.partition_key
-            or f"{r.tags['dagster/asset_partition_range_start']}..{r.tags['dagster/asset_partition_range_end']}"
-        )
-        for r in result.run_requests
-    )
-    assert keys == ["bad", "good1..good2", "good3"]
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("shots", ["good1", "good2", "bad", "good3"])
+    first = tick_sensor(shots_generation_sensor, instance)
+    assert {r.job_name for r in first} == {"generate_shots"}
+    assert ranges(first) == ["bad", "good1..good2", "good3"]
+    assert [r.run_key for r in tick_sensor(shots_generation_sensor, instance)] == [r.run_key for r in first]
+
+    materialize(["good1"])
+    later = tick_sensor(shots_generation_sensor, instance)
+    assert ranges(later) == ["bad", "good2", "good3"]  # a delivered shot is not requested again

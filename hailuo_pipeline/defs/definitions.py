@@ -10,7 +10,11 @@ from hailuo_pipeline.defs.assets.catalog_snapshot import catalog_snapshot
 from hailuo_pipeline.defs.assets.cost_report import cost_report
 from hailuo_pipeline.defs.assets.shots import build_hailuo_shots
 from hailuo_pipeline.defs.automation.schedules import build_nightly_sweep
-from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor, shots_manifest_sensor
+from hailuo_pipeline.defs.automation.sensors import (
+    orphaned_requests_sensor,
+    shots_generation_sensor,
+    shots_manifest_sensor,
+)
 from hailuo_pipeline.defs.automation.snapshots import build_snapshot_automation
 from hailuo_pipeline.defs.jobs import JOBS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
@@ -22,7 +26,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     assets: list = [build_hailuo_shots(settings.retry_delay_seconds), cost_report]
     jobs: list = list(JOBS)
-    sensors: list = [shots_manifest_sensor, orphaned_requests_sensor]
+    sensors: list = [shots_manifest_sensor, shots_generation_sensor, orphaned_requests_sensor]
     schedules: list = [build_nightly_sweep(settings.sweep_cron)]
     if is_shared(settings.catalog_location):  # the ledger in PostgreSQL: keep a DuckDB copy to query
         snapshot_job, snapshot_schedule, snapshot_sensor = build_snapshot_automation()

@@ -1,5 +1,6 @@
-"""Sensors: the manifest's new rows become partitions and runs (an unchanged manifest costs one hash), and
-paid requests that no run follows any more are resumed by id."""
+"""Sensors. Free work runs by default: the manifest's new rows become partitions whose inputs are validated
+(an unchanged manifest costs one hash), and paid requests no run follows any more are resumed by id.
+Spending has one switch, off by default: `shots_generation_sensor` pays for the videos of pending shots."""
 
 import hashlib
 
@@ -16,16 +17,17 @@ from hailuo_pipeline.defs.automation.run_requests import range_run_requests
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
-from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs
+from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs, plan_shots
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
 
 @sensor(
     minimum_interval_seconds=30,
-    jobs=[shots_job, shot_inputs_job],
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Registers new shots from shots.csv and requests their videos; re-versions edited shots.",
+    job=shot_inputs_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="On by default, spends nothing: registers new rows of shots.csv as shots and validates their "
+    "inputs (and re-validates edited ones). Paying for their videos is shots_generation_sensor's switch.",
 )
 def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource):
     path = shots.manifest_path
@@ -43,17 +45,39 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     existing = context.instance.get_dynamic_partitions(SHOTS)
     plan = record_shots(catalog.catalog(), manifest, set(existing))
     ordered = [*existing, *plan.new]
-    run_requests = [
-        *range_run_requests(plan_shot_runs(ordered, plan.new, manifest, SHOTS_PER_RUN), shots_job.name, digest[:12]),
-        # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
-        *range_run_requests(partition_ranges(ordered, plan.changed, 500), shot_inputs_job.name, f"edit-{digest[:12]}"),
-    ]
+    # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
+    run_requests = range_run_requests(
+        partition_ranges(ordered, [*plan.new, *plan.changed], 500), shot_inputs_job.name, f"inputs-{digest[:12]}"
+    )
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[shots_partitions.build_add_request(plan.new)] if plan.new else [],
         cursor=digest,
     )
+
+
+@sensor(
+    minimum_interval_seconds=60,
+    job=shots_job,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="OFF by default because it SPENDS: turn it on to pay for the video of every pending shot of "
+    "shots.csv ($0.19 per 6 s, $0.32 per 10 s, within HAILUO_DAILY_BUDGET_USD / HAILUO_TOTAL_BUDGET_USD), "
+    "100 shots per run. Shots fal refused, ambiguous submits and lost videos are left to a person.",
+)
+def shots_generation_sensor(context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource):
+    registered = context.instance.get_dynamic_partitions(SHOTS)
+    manifest = shots.manifest()
+    plan = plan_shots([s for s in registered if s in manifest.shots], manifest, catalog.ledger().standings())
+    if not plan.to_generate:
+        return SkipReason("no pending shots")
+    # keyed by the shots and their contents: a shot is requested once per version, not once per tick
+    digest = hashlib.sha256(
+        "".join(f"{s}:{manifest.shots[s].content_hash()}" for s in plan.to_generate).encode()
+    ).hexdigest()[:12]
+    context.log.info(f"requesting the videos of {len(plan.to_generate)} pending shot(s)")
+    runs = plan_shot_runs(registered, plan.to_generate, manifest, SHOTS_PER_RUN)
+    return range_run_requests(runs, shots_job.name, f"generate-{digest}")
 
 
 MAX_SENSOR_RESUMES = 5  # past this, an orphan that keeps failing is left to a person (`hailuo report` lists it)
