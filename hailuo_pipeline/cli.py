@@ -45,7 +45,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     try:
         with instance(settings) as dagster:
-            result = sync(dagster, settings)
+            result = sync(dagster, settings, prune=args.prune)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -55,6 +55,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
         f"{len(result.manifest.shots)} shot(s) in the manifest: {len(result.new)} new, "
         f"{len(result.changed)} edited, {len(result.errors)} bad row(s)"
     )
+    if result.removed:
+        print(f"removed {len(result.removed)} partition(s) with no row, never requested: {', '.join(result.removed)}")
+    elif result.removable:
+        print(
+            f"{len(result.removable)} partition(s) have no row in shots.csv and were never requested: "
+            f"{', '.join(result.removable)}; `hailuo sync --prune` removes them"
+        )
+    if result.kept:
+        print(
+            f"{len(result.kept)} partition(s) have no row but have requests in the ledger, kept so their money "
+            f"and videos stay visible: {', '.join(result.kept)}"
+        )
     return 0
 
 
@@ -223,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--jitter-seconds", type=float, default=0.5)
     emulator.set_defaults(func=cmd_emulator)
 
-    commands.add_parser("sync", help="register the manifest's shots as partitions").set_defaults(func=cmd_sync)
+    sync = commands.add_parser("sync", help="register the manifest's shots as partitions")
+    sync.add_argument("--prune", action="store_true", help="remove partitions with no row that were never requested")
+    sync.set_defaults(func=cmd_sync)
 
     run = commands.add_parser("materialize", help="generate pending (or named) shots in DAGSTER_HOME")
     run.add_argument("--shot", action="append", help="a shot id (repeatable); default: every pending shot")

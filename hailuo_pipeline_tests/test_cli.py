@@ -10,6 +10,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from hailuo_pipeline_tests.helpers import hailuo, query
+from hailuo_pipeline_tests.shots import make_image
 
 
 def clean_env(data: Path) -> dict[str, str]:
@@ -61,3 +62,22 @@ def test_sync_names_bad_rows(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "row 3" in result.stderr and "row 4" in result.stderr
     assert "1 shot(s) in the manifest: 1 new, 0 edited, 2 bad row(s)" in result.stdout  # the first "ok" is kept
+
+
+@pytest.mark.slow
+def test_sync_prune_removes_partitions_with_no_row_never_requested(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    make_image(data / "images" / "a.jpg")
+    (data / "shots.csv").write_text("shot_id,image,prompt\na,images/a.jpg,p\n")
+    env = clean_env(data)
+    assert run_hailuo(["sync"], env, tmp_path).returncode == 0
+    with DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        instance.add_dynamic_partitions("shots", ["stray"])
+    told = run_hailuo(["sync"], env, tmp_path)
+    assert "1 partition(s) have no row in shots.csv and were never requested: stray" in told.stdout
+    assert "hailuo sync --prune" in told.stdout
+    pruned = run_hailuo(["sync", "--prune"], env, tmp_path)
+    assert "removed 1 partition(s) with no row, never requested: stray" in pruned.stdout, pruned.stdout
+    with DagsterInstance.from_config(str(data / "dagster_home")) as instance:
+        assert instance.get_dynamic_partitions("shots") == ["a"]

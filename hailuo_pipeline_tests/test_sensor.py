@@ -84,3 +84,32 @@ def test_the_generation_sensor_requests_pending_shots_once_each_a_doubtful_one_a
     materialize(["good1"])
     later = tick_sensor(shots_generation_sensor, instance)
     assert ranges(later) == ["bad", "good2", "good3"]  # a delivered shot is not requested again
+
+
+def test_a_partition_added_in_the_ui_without_a_row_is_removed_unless_it_was_paid_for(workspace, emulator):
+    """The manifest decides which shots exist. A partition with no row that was never requested goes (the
+    sensor looks again when the number of partitions changes); one with requests in the ledger stays."""
+    write_shots(workspace, [{"shot_id": "a", "prompt": "p"}, {"shot_id": "paid", "prompt": "q"}])
+    materialize(["a", "paid"])
+    write_shots(workspace, [{"shot_id": "a", "prompt": "p"}])  # the row of a paid shot is deleted
+    instance = DagsterInstance.get()
+    settled = evaluate(instance, None)
+    instance.add_dynamic_partitions("shots", ["typo-in-the-ui"])  # "Add a partition" in the UI
+
+    result = evaluate(instance, settled.cursor)
+    assert isinstance(result, SensorResult)  # not "unchanged": a partition appeared
+    (delete,) = result.dynamic_partitions_requests
+    assert list(delete.partition_keys) == ["typo-in-the-ui"]  # "paid" is kept: its money stays visible
+    instance.delete_dynamic_partition("shots", "typo-in-the-ui")
+    assert isinstance(evaluate(instance, result.cursor), SkipReason)
+
+
+def test_launching_a_stray_shot_names_the_fix(workspace, emulator):
+    write_shots(workspace, [{"shot_id": "a", "prompt": "p"}])
+    materialize()
+    DagsterInstance.get().add_dynamic_partitions("shots", ["ghost"])
+    summary = materialize(["ghost"])
+    failure = summary.failed["ghost"]
+    assert "has no row in" in failure.cause and "added in the UI" in failure.cause
+    assert "hailuo sync --prune" in failure.fix
+    assert emulator.stats()["submissions"] == 1  # only a's

@@ -26,7 +26,7 @@ from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
-from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots
+from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, stray_partitions
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
 
@@ -37,6 +37,9 @@ class SyncResult:
     new: list[str]  # shots registered as partitions now
     changed: list[str]  # registered shots whose row changed
     errors: list[RowError]  # rows skipped, each naming its line
+    removable: list[str] = field(default_factory=list)  # partitions with no row, never requested
+    removed: list[str] = field(default_factory=list)  # those of them removed now (--prune)
+    kept: list[str] = field(default_factory=list)  # partitions with no row that the ledger has requests for
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,22 @@ def instance(settings: Settings) -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def sync(dagster: DagsterInstance, settings: Settings) -> SyncResult:
-    """Register the manifest's shots as partitions and in the catalog; raises ManifestError."""
+def sync(dagster: DagsterInstance, settings: Settings, prune: bool = False) -> SyncResult:
+    """Register the manifest's shots as partitions and in the catalog; raises ManifestError. Partitions with
+    no row are reported, and with `prune` removed when the ledger never had a request for them."""
     manifest = read_manifest(settings.manifest_path)
     existing = dagster.get_dynamic_partitions(SHOTS)
-    plan = record_shots(open_catalog(settings.catalog_location), manifest, set(existing))
+    catalog = open_catalog(settings.catalog_location)
+    plan = record_shots(catalog, manifest, set(existing))
     if plan.new:
         dagster.add_dynamic_partitions(SHOTS, plan.new)
-    return SyncResult(manifest, plan.new, plan.changed, manifest.errors)
+    removable, kept = stray_partitions(existing, manifest, RequestLedger(catalog).standings())
+    removed = []
+    if prune:
+        for shot_id in removable:
+            dagster.delete_dynamic_partition(SHOTS, shot_id)
+        removed = removable
+    return SyncResult(manifest, plan.new, plan.changed, manifest.errors, removable, removed, kept)
 
 
 def materialize(

@@ -84,7 +84,11 @@ class ShotsResource(ConfigurableResource):
         manifest = self.manifest()
         row_errors = {e.shot_id: str(e) for e in manifest.errors}
         missing = {
-            s: row_errors.get(s, f"shot {s!r} is not in {self.manifest_path}")
+            s: row_errors.get(
+                s,
+                f"shot {s!r} has no row in {self.manifest_path} (a partition added in the UI, or a row since "
+                "deleted); the manifest decides which shots exist",
+            )
             for s in shot_ids
             if s not in manifest.shots
         }

@@ -190,3 +190,14 @@ def plan_shot_runs(
     doubtful = [s for s in shot_ids if s in manifest.shots and quick_problem(manifest.shots[s])]
     good = [s for s in shot_ids if s not in doubtful]
     return partition_ranges(ordered, good, max_size) + partition_ranges(ordered, doubtful, 1)
+
+
+def stray_partitions(
+    partitions: Iterable[str], manifest: Manifest, requested: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """Partitions with no row in the manifest (added in the UI, or a row since deleted): those that may be
+    removed (never requested: nothing paid, nothing to lose), and those kept because the ledger has requests
+    for them (their money and videos stay visible; `hailuo report` lists them)."""
+    seen = set(requested)
+    stray = [p for p in partitions if p not in manifest.shots]
+    return [p for p in stray if p not in seen], [p for p in stray if p in seen]

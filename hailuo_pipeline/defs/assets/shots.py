@@ -147,6 +147,12 @@ def build_hailuo_shots(retry_delay_seconds: float) -> AssetsDefinition:
     )(make_shots)
 
 
+STRAY_FIX = (
+    "add a row for the shot to shots.csv (or fix its row); or remove the partition: `hailuo sync --prune`, or "
+    "let shots_manifest_sensor remove partitions that have no row and were never requested"
+)
+
+
 def make_shots(
     context: AssetExecutionContext,
     config: ShotsConfig,
@@ -159,8 +165,7 @@ def make_shots(
     keys = list(context.partition_keys) if selected else []
     found, missing = shots.select(keys)
     failed: dict[str, ShotFailure] = {
-        shot_id: PermanentShotFailure(shot_id, reason, "add the shot to shots.csv, or fix its row")
-        for shot_id, reason in missing.items()
+        shot_id: PermanentShotFailure(shot_id, reason, STRAY_FIX) for shot_id, reason in missing.items()
     }
     writes = InstanceWriter(context)
     # a video is never paid for without its inputs: selecting it materializes them in the same step

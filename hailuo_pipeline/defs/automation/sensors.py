@@ -17,7 +17,7 @@ from hailuo_pipeline.defs.automation.run_requests import range_run_requests
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
-from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs, plan_shots
+from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs, plan_shots, stray_partitions
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
@@ -33,18 +33,29 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     path = shots.manifest_path
     if not path.exists():
         return SkipReason(f"no manifest at {path}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if context.cursor == digest:
+    existing = context.instance.get_dynamic_partitions(SHOTS)
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+
+    def cursor(partitions: int) -> str:
+        # the manifest and the number of partitions: one added in the UI is looked at, to be removed if stray
+        return f"{digest}:{partitions}"
+
+    if context.cursor == cursor(len(existing)):
         return SkipReason("manifest unchanged")
     try:
         manifest = read_manifest(path)
     except ManifestError as exc:
-        return SensorResult(skip_reason=SkipReason(str(exc)), cursor=digest)
+        return SensorResult(skip_reason=SkipReason(str(exc)), cursor=cursor(len(existing)))
     for error in manifest.errors:
         context.log.warning(str(error))
-    existing = context.instance.get_dynamic_partitions(SHOTS)
     plan = record_shots(catalog.catalog(), manifest, set(existing))
-    ordered = [*existing, *plan.new]
+    removable, kept = stray_partitions(existing, manifest, catalog.ledger().standings())
+    if removable:
+        context.log.info(f"removing {len(removable)} partition(s) with no row, never requested: {removable[:20]}")
+    if kept:
+        context.log.warning(f"{len(kept)} partition(s) have no row but have requests in the ledger; kept: {kept[:20]}")
+    ordered = [s for s in [*existing, *plan.new] if s not in removable]
     # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
     run_requests = range_run_requests(
         partition_ranges(ordered, [*plan.new, *plan.changed], 500), shot_inputs_job.name, f"inputs-{digest[:12]}"
@@ -52,8 +63,11 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[shots_partitions.build_add_request(plan.new)] if plan.new else [],
-        cursor=digest,
+        dynamic_partitions_requests=[
+            *([shots_partitions.build_add_request(plan.new)] if plan.new else []),
+            *([shots_partitions.build_delete_request(removable)] if removable else []),
+        ],
+        cursor=cursor(len(existing) + len(plan.new) - len(removable)),
     )
 
 
