@@ -130,3 +130,26 @@ def test_two_shots_with_identical_inputs_are_two_videos(workspace, emulator):
     assert emulator.stats()["submissions"] == 2
     with catalog(workspace) as db:
         assert db.execute("SELECT shot_id FROM videos ORDER BY 1").fetchall() == [("a",), ("b",)]
+
+
+def test_each_video_materialization_shows_a_small_poster_from_the_video_itself(workspace, emulator):
+    import base64
+    import io
+    import re
+
+    from PIL import Image, ImageChops
+
+    write_shots(workspace, THREE_SHOTS[:2])
+    materialize()
+    records = DagsterInstance.get().fetch_materializations(AssetKey("hailuo_video"), limit=10).records
+    assert len(records) == 2
+    for record in records:
+        metadata = record.asset_materialization.metadata
+        match = re.fullmatch(r"!\[(.+)\]\(data:image/jpeg;base64,([A-Za-z0-9+/=]+)\)", metadata["poster"].value)
+        assert match and match.group(1) == record.asset_materialization.partition
+        data = base64.b64decode(match.group(2))
+        assert len(data) < 12_000  # a few KB: the event log stays small
+        poster = Image.open(io.BytesIO(data))
+        assert poster.format == "JPEG" and poster.size == (192, 108)  # the video's 16:9, not the still's
+        still = Image.open(workspace / "images" / f"{match.group(1)}.jpg").convert("RGB").resize(poster.size)
+        assert ImageChops.difference(poster.convert("RGB"), still).getbbox() is not None  # not the input image

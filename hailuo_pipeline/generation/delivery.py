@@ -4,7 +4,9 @@ for a download problem: the stored result URL is fetched again instead."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import av
 import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
@@ -19,10 +21,19 @@ from hailuo_pipeline.generation.errors import (
     fix_for_lost,
 )
 from hailuo_pipeline.generation.log import RunLog
+from hailuo_pipeline.video.poster import poster_jpeg
 from hailuo_pipeline.video.probe import problems_with
 from hailuo_pipeline.video.store import VideoStore, VideoStoreError
 
 GONE = (404, 410)
+
+
+def poster_or_none(path: Path) -> bytes | None:
+    """The poster is for looking; a video that plays but will not give one is still delivered."""
+    try:
+        return poster_jpeg(path)
+    except (OSError, ValueError, av.FFmpegError):
+        return None
 
 
 class Delivery:
@@ -35,9 +46,9 @@ class Delivery:
         self.videos = videos
         self.log = log
 
-    async def deliver(self, row: RequestRow, video: VideoEntry | None) -> tuple[VideoRow, RequestRow]:
+    async def deliver(self, row: RequestRow, video: VideoEntry | None) -> tuple[VideoRow, RequestRow, bytes | None]:
         """`video` is the result's checked video entry, or None to use the result stored in the ledger.
-        Returns the recorded video and the request's final row."""
+        Returns the recorded video, the request's final row, and the video's poster frame (a small JPEG)."""
         assert row.request_id is not None
         if video is None:
             try:
@@ -48,12 +59,14 @@ class Delivery:
         destination = self.videos.staging(row.shot_id, row.take, row.request_id)
         downloaded: DownloadedVideo | None = None
         kept: str | None = None
+        poster: bytes | None = None
         last_error: DownloadError | None = None
         for attempt in range(1, self.fal.download_attempts + 1):
             try:
                 downloaded = await download_video(
                     self.http, video.url, destination, video.file_size, self.fal.download_timeout_seconds
                 )
+                poster = await asyncio.to_thread(poster_or_none, downloaded.path)  # before it leaves local disk
                 kept = await asyncio.to_thread(self.videos.keep, downloaded.path, row.shot_id, row.take, row.request_id)
                 break
             except (DownloadError, VideoStoreError) as exc:
@@ -100,4 +113,4 @@ class Delivery:
             ),
         )
         self.log.info(f"{row.shot_id}: fal request {row.request_id} delivered, verified and recorded at {kept}")
-        return recorded, final
+        return recorded, final, poster

@@ -35,6 +35,7 @@ class ShotOutcome:
     failure: ShotFailure | None = None
     polls: int = 0
     seconds: float = 0.0
+    poster: bytes | None = None  # a small JPEG of the delivered video (none for a reused one)
 
     @property
     def ok(self) -> bool:

@@ -233,7 +233,7 @@ class ShotGenerator:
                 outcome.video, outcome.reused = video, True
                 return
             self.log.warning(f"{request.shot_id}: {video.path} is missing or changed; fetching it again")
-            outcome.video, outcome.request = await self.delivery.deliver(row, None)
+            outcome.video, outcome.request, outcome.poster = await self.delivery.deliver(row, None)
             return
         if claim.kind is ClaimKind.AMBIGUOUS:
             raise PermanentShotFailure(
@@ -298,7 +298,7 @@ class ShotGenerator:
             outcome.polls += polls
             # a cancelled task (run terminated) keeps its entry, so cancel_in_flight() can cancel it at fal
             self.in_flight.pop(row.request_key, None)
-        outcome.video, outcome.request = await self.delivery.deliver(row, video)
+        outcome.video, outcome.request, outcome.poster = await self.delivery.deliver(row, video)
 
     @contextmanager
     def _lease(self, row: RequestRow) -> Iterator[None]:

@@ -6,6 +6,7 @@ wait at fal. Two steps would make the whole batch's validation and bookkeeping w
 request (measured: about 7 s for 200 shots, see docs/benchmarks.md)."""
 
 import asyncio
+import base64
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -108,6 +109,9 @@ def shot_metadata(outcome: ShotOutcome) -> dict:
         "sha256": video.sha256,
         "bytes": video.bytes,
     }
+    if outcome.poster:  # Dagster renders Markdown images: the shot is seen, not only described
+        encoded = base64.b64encode(outcome.poster).decode()
+        metadata["poster"] = MetadataValue.md(f"![{video.shot_id}](data:image/jpeg;base64,{encoded})")
     if outcome.reused:
         metadata["paid_by"] = f"request {request.request_id} (${request.price_usd:.2f}) in run {request.run_id}"
     else:

@@ -1,0 +1,29 @@
+"""A delivered video's poster frame: a small JPEG from the video itself (never the input image), for the UI."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+
+POSTER_WIDTH = 192  # pixels: a few KB, so each shot's event stays small in Dagster's event log
+POSTER_QUALITY = 70
+
+
+def poster_jpeg(path: Path, at_seconds: float = 1.0, width: int = POSTER_WIDTH) -> bytes:
+    """The first frame at or after `at_seconds` (the first frame of a shorter video), scaled to `width`."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        chosen = None
+        for frame in container.decode(stream):
+            chosen = frame
+            if frame.time is not None and frame.time >= at_seconds:
+                break
+        if chosen is None:
+            raise ValueError(f"{path.name} has no frame to show")
+        image = chosen.to_image()
+    image.thumbnail((width, width * 4))
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=POSTER_QUALITY, optimize=True)
+    return out.getvalue()
