@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from pathlib import Path
@@ -43,6 +44,11 @@ def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
         assert metadata["spend_all_time_usd"].value == 0.7 and metadata["requests"].value == 3
         days = [row.data["day"] for row in metadata["spend_by_day"].value.records]
         assert all(len(day) == 10 for day in days), days  # 2026-11-29, not 2026-11-29 00:00:00
+        for chart in ("spend_per_day_chart", "latency_chart"):  # drawn, small, rendered by the UI as images
+            text = metadata[chart].value
+            assert text.startswith("![") and "data:image/png;base64," in text
+            png = base64.b64decode(text.split("base64,", 1)[1].rstrip(")"))
+            assert png.startswith(b"\x89PNG") and len(png) < 30_000
 
 
 def test_demo_refuses_to_spend_when_a_key_is_set(tmp_path):

@@ -50,12 +50,20 @@ FROM requests GROUP BY 1 ORDER BY 1
 """
 
 
+LATENCY_SQL = f"""
+SELECT CAST(floor(wall_seconds) AS INTEGER) AS seconds, count(*) AS videos
+FROM requests WHERE status = '{Status.SUCCEEDED}' AND wall_seconds IS NOT NULL
+GROUP BY 1 ORDER BY 1
+"""
+
+
 @dataclass(frozen=True)
 class CostReport:
     summary: dict[str, Any]
     by_duration: pd.DataFrame
     by_day: pd.DataFrame
     orphans: pd.DataFrame  # paid requests no live process follows: resumed by the next default run
+    latency: pd.DataFrame  # delivered videos by whole seconds from reservation to delivery
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +103,7 @@ def build_report(
         "SELECT day, requests, succeeded, failed, cancelled, spend_usd FROM spend_by_day ORDER BY day DESC LIMIT ?",
         [days],
     )
+    latency = catalog.read(LATENCY_SQL)
     summary = {str(name): _plain(value) for name, value in totals.iloc[0].items()}
     orphans = orphan_table(ledger.orphans(), now)
     summary["orphans"] = len(orphans)
@@ -108,11 +117,11 @@ def build_report(
     summary["total_budget_used"] = (
         round(summary["committed_all_time_usd"] / float(budget.total_usd), 4) if budget.total_usd else None
     )
-    for frame in (by_duration, by_day):
+    for frame in (by_duration, by_day, latency):
         for column in frame.columns:
             frame[column] = frame[column].map(_plain)
     by_day["day"] = by_day["day"].astype(str)
-    return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True), orphans)
+    return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True), orphans, latency)
 
 
 def orphan_table(rows: list[RequestRow], now: datetime) -> pd.DataFrame:

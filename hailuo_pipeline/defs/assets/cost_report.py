@@ -11,7 +11,8 @@ from dagster import (
     asset,
 )
 
-from hailuo_pipeline.catalog.report import build_report
+from hailuo_pipeline.catalog.report import CostReport, build_report
+from hailuo_pipeline.defs.assets.charts import latency_chart, markdown_image, spend_per_day_chart
 from hailuo_pipeline.defs.assets.shots import hailuo_video
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource
 
@@ -41,6 +42,16 @@ def dagster_table(frame: pd.DataFrame) -> MetadataValue:
     )
 
 
+def charts(report: CostReport) -> dict[str, MetadataValue]:
+    """Spend per day and the latency distribution, drawn (only when there is something to draw)."""
+    drawn: dict[str, MetadataValue] = {}
+    if len(report.by_day):
+        drawn["spend_per_day_chart"] = markdown_image("spend per day", spend_per_day_chart(report.by_day))
+    if len(report.latency):
+        drawn["latency_chart"] = markdown_image("latency distribution", latency_chart(report.latency))
+    return drawn
+
+
 @asset(
     deps=[hailuo_video],
     group_name="reporting",
@@ -62,5 +73,6 @@ def cost_report(context: AssetExecutionContext, catalog: CatalogResource, budget
             "spend_by_day": dagster_table(report.by_day),
             "spend_by_duration": dagster_table(report.by_duration),
             **({"orphans_table": dagster_table(report.orphans)} if len(report.orphans) else {}),
+            **charts(report),
         }
     )
