@@ -120,3 +120,11 @@ def s3_server() -> Iterator[LocalS3]:
     os.environ.update(server.env())
     yield server
     server.stop()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Each phase's report on the test item, so a fixture can act on a failure (the UI tests' screenshots)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)

@@ -1,0 +1,216 @@
+"""The Dagster UI as a user meets it: `dagster dev` on a temporary instance, the fal emulator, and the
+system's Chromium driven by Playwright, through the UI only. Screenshots of a failing step are saved under
+the test's temporary directory (the path is printed).
+
+Work in progress (issue 13), outside the default run (`pytest -m ui`): each test passes alone; run together,
+the two launches from the "Materialize…" dialog did not materialize within 180 s after the sensor test,
+not yet understood."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hailuo_pipeline_tests.helpers import REPO_ROOT, wait_for
+from hailuo_pipeline_tests.shots import make_image, write_shots
+
+pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.xdist_group("ui")]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # this machine refuses outside connections: do not try them
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_SECONDS = 180  # the webserver, the daemon and the code server start slowly on a busy 2-core machine
+SHOTS = [
+    {"shot_id": "done", "prompt": "Already delivered before the UI opens"},
+    {"shot_id": "fresh", "prompt": "A shot materialized from the asset page"},
+    {"shot_id": "bad", "prompt": "A shot with a duration the model does not offer", "duration": "7"},
+]
+
+
+def chromium() -> Path:
+    """Debian's Chromium, installed with apt-get when missing (Playwright's own download cannot work here)."""
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    if not CHROMIUM.exists():
+        raise RuntimeError("no Chromium: install Debian's chromium package (apt-get install chromium)")
+    return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
+    """One shot delivered and cost_report materialized headlessly, one fresh and one bad shot registered;
+    then `dagster dev` on that instance with the emulator as fal."""
+    root = tmp_path_factory.mktemp("ui")
+    data, home = root / "data", root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_shots(data, SHOTS)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HAILUO_", "DAGSTER_"))},
+        **emulator_server.env(),
+        "HAILUO_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(home),
+        "FAL_KEY": "test-key",
+        "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.3",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    prepare = (
+        "from hailuo_pipeline.defs.headless import instance, materialize, report_asset, sync\n"
+        "from hailuo_pipeline.settings import Settings\n"
+        "materialize(['done'])\n"
+        "with instance(Settings.from_env()) as d:\n"
+        "    report_asset(d, Settings.from_env())\n"
+    )
+    subprocess.run([sys.executable, "-c", prepare], env=env, cwd=REPO_ROOT, check=True, capture_output=True)
+    port = _free_port()
+    log = (root / "dagster-dev.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-p", str(port), "-h", "127.0.0.1"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    import httpx
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=START_SECONDS, interval=1, what="dagster dev")
+        yield {"url": f"http://127.0.0.1:{port}", "data": data, "root": root}
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        log.close()
+
+
+@pytest.fixture
+def page(dagster_ui, request) -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    shots_dir = dagster_ui["root"] / "screenshots"
+    shots_dir.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(60_000)
+        yield page
+        report = getattr(request.node, "rep_call", None)  # set by conftest's pytest_runtest_makereport
+        if report is not None and report.failed:
+            where = shots_dir / f"{request.node.name}.png"
+            page.screenshot(path=str(where), full_page=True)
+            print(f"screenshot of the failure: {where}")
+        browser.close()
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    skip = page.get_by_role("button", name="Skip")  # Dagster's one-time community dialog
+    if skip.count():
+        skip.click()
+
+
+def launch_partition(page, base: str, asset: str, shot: str) -> None:
+    """The asset page's "Materialize…" dialog, one partition chosen, launched."""
+    open_page(page, f"{base}/assets/{asset}")
+    page.get_by_role("button", name="Materialize…").first.click()
+    page.get_by_text("Select a partition or create one").click()
+    page.keyboard.type(shot)
+    page.get_by_text(shot, exact=True).locator("visible=true").last.click()  # the picker's item
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name=re.compile(r"^Launch (backfill|\d+ runs?)$")).click()
+
+
+def show_markdown_image(page, row, name: str):
+    """A Markdown image of a metadata row: shown in the row, or behind its "[Show Markdown]" link."""
+    inline = row.get_by_role("img", name=name)
+    if inline.count():
+        return inline.first
+    row.get_by_text("[Show Markdown]").click()
+    return page.get_by_role("dialog").get_by_role("img", name=name)
+
+
+def wait_for_text(page, url: str, text: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        open_page(page, url)
+        if page.get_by_text(text).count():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} did not appear at {url} within {seconds:.0f} s")
+        page.wait_for_timeout(3000)
+
+
+def test_cost_report_shows_the_spend_and_its_charts(page, dagster_ui):
+    open_page(page, f"{dagster_ui['url']}/assets/cost_report")
+    table = page.get_by_role("table").first
+    row = table.get_by_role("row").filter(has_text="spend_all_time_usd")
+    assert "0.19" in row.inner_text()
+    chart = table.get_by_role("row").filter(has_text="latency_chart")
+    image = show_markdown_image(page, chart, "latency distribution")
+    assert image.evaluate("i => i.naturalWidth") > 100
+
+
+def test_a_new_manifest_row_is_registered_by_the_sensor(page, dagster_ui):
+    data = dagster_ui["data"]
+    make_image(data / "images" / "added.jpg", seed=9)
+    with (data / "shots.csv").open("a") as manifest:
+        manifest.write("added,images/added.jpg,A row added while the UI is open,6,true\n")
+    wait_for_text(page, f"{dagster_ui['url']}/assets/source_image?view=partitions", "added", seconds=150)
+
+
+def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(page, dagster_ui):
+    base = dagster_ui["url"]
+    launch_partition(page, base, "hailuo_video", "fresh")
+    wait_for_text(page, f"{base}/assets/hailuo_video?view=partitions&partition=fresh", "cost_usd")
+    metadata = page.get_by_role("table").first
+    assert "0.19" in metadata.get_by_role("row").filter(has_text="cost_usd").inner_text()
+    poster = show_markdown_image(page, metadata.get_by_role("row").filter(has_text="poster"), "fresh")
+    assert poster.evaluate("i => [i.naturalWidth, i.complete]") == [192, True]
+
+
+def test_a_bad_shot_is_refused_with_its_fix_first(page, dagster_ui):
+    base = dagster_ui["url"]
+    launch_partition(page, base, "hailuo_video", "bad")
+    partition = f"{base}/assets/hailuo_video?view=partitions&partition=bad"
+    wait_for_text(page, partition, "Failed (1)", seconds=180)  # the shot's partition shows its failed run
+    page.locator("a[href*='/runs/']").first.click()
+    page.get_by_text("STEP_FAILURE").first.wait_for()
+    page.screenshot(path=str(dagster_ui["root"] / "screenshots" / "refusal.png"), full_page=True)
+    text = page.locator("body").inner_text()
+    failure = text[text.find("STEP_FAILURE") :]
+    refusal = failure.find("duration '7' is not offered")
+    assert 0 <= refusal < 200, failure[:1500]  # the failure's first words: the shot's cause
+    assert "Fix: set duration to 6 or 10" in failure[refusal : refusal + 300], failure[:1500]
+    # Dagster prints its stack trace under every step failure; the shot's cause and fix come before it
+    assert failure.find("Stack Trace") > failure.find("Fix: set duration"), failure[:1500]
