@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,12 +28,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+sys.path.insert(0, str(REPO))
+from hailuo_pipeline.local_servers import free_port  # noqa: E402  (stdlib only: fal_client stays unimported)
 
 
 def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[subprocess.Popen, dict[str, str]]:
@@ -83,7 +78,6 @@ def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[sub
 
 
 def write_workspace(root: Path, shots: int) -> Path:
-    sys.path.insert(0, str(REPO))
     from hailuo_pipeline.demo import draw_still
     from hailuo_pipeline.shots.manifest import write_manifest
 
@@ -189,7 +183,6 @@ def main() -> None:
     emulator, fal_env = start_emulator(root / "emulator", args.queue_seconds, args.inference_seconds)
     servers: list = []
     if args.catalog == "postgres":
-        sys.path.insert(0, str(REPO))
         from hailuo_pipeline.local_servers.postgres import LocalPostgres
         from hailuo_pipeline.local_servers.s3 import LocalS3
 

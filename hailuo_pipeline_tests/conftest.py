@@ -7,7 +7,6 @@ here, before any test module imports the pipeline.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -15,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from hailuo_pipeline.local_servers import free_port  # stdlib only: fal_client stays unimported until below
+
 _EMULATOR_DIR = Path(tempfile.mkdtemp(prefix="hailuo-emulator-"))
-with socket.socket() as _probe:
-    _probe.bind(("127.0.0.1", 0))
-    _EMULATOR_PORT = _probe.getsockname()[1]
+_EMULATOR_PORT = free_port()
 os.environ.update(
     {
         "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{_EMULATOR_PORT}",

@@ -113,3 +113,16 @@ def test_launching_a_stray_shot_names_the_fix(workspace, emulator):
     assert "has no row in" in failure.cause and "added in the UI" in failure.cause
     assert "hailuo sync --prune" in failure.fix
     assert emulator.stats()["submissions"] == 1  # only a's
+
+
+def test_stray_partitions_read_the_ledger_only_when_there_are_strays(tmp_path):
+    from hailuo_pipeline.generation.planning import stray_partitions
+    from hailuo_pipeline.shots.manifest import read_manifest
+
+    manifest = read_manifest(write_shots(tmp_path, [{"shot_id": "a", "prompt": "p"}]))
+
+    def unread() -> list[str]:
+        raise AssertionError("the ledger was read although every partition has a row")
+
+    assert stray_partitions(["a"], manifest, unread) == ([], [])
+    assert stray_partitions(["a", "x", "y"], manifest, lambda: ["y"]) == (["x"], ["y"])

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hailuo_pipeline.local_servers import apt_install, free_port
 from hailuo_pipeline_tests.helpers import REPO_ROOT, wait_for
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
@@ -41,19 +40,11 @@ SHOTS = [
 
 def chromium() -> Path:
     """Debian's Chromium, installed with apt-get when missing (Playwright's own download cannot work here)."""
-    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    if not CHROMIUM.exists():
+        apt_install("chromium")
     if not CHROMIUM.exists():
         raise RuntimeError("no Chromium: install Debian's chromium package (apt-get install chromium)")
     return CHROMIUM
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +73,7 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
         "    report_asset(d, Settings.from_env())\n"
     )
     subprocess.run([sys.executable, "-c", prepare], env=env, cwd=REPO_ROOT, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = (root / "dagster-dev.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-p", str(port), "-h", "127.0.0.1"],

@@ -91,12 +91,11 @@ def write_snapshot(source: CatalogDatabase, destination: str, full: bool = False
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (taken_at TIMESTAMP, source VARCHAR)")
             before = conn.execute(f"SELECT max(taken_at) FROM {META}").fetchone()
             since: datetime | None = before[0] if incremental and before else None
-            copied = _refresh(conn, source, since)
+            copied, taken_at = _refresh(conn, source, since)
             totals = {
                 table: int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
                 for table in copied
             }
-            taken_at = conn.execute(f"SELECT max(taken_at) FROM {META}").fetchone()[0]  # type: ignore[index]
             conn.execute("CHECKPOINT")
         finally:
             conn.close()
@@ -111,7 +110,11 @@ def write_snapshot(source: CatalogDatabase, destination: str, full: bool = False
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _refresh(conn: duckdb.DuckDBPyConnection, source: CatalogDatabase, since: datetime | None) -> dict[str, int]:
+def _refresh(
+    conn: duckdb.DuckDBPyConnection, source: CatalogDatabase, since: datetime | None
+) -> tuple[dict[str, int], datetime]:
+    """Copy the ledger's rows (all of them, or what can have changed since `since`); the rows copied per
+    table, and the ledger's time of the copy."""
     copied: dict[str, int] = {}
     with source.transaction(read_only=True) as t:  # one moment of the ledger for every table
         taken_at = t.now()
@@ -138,7 +141,7 @@ def _refresh(conn: duckdb.DuckDBPyConnection, source: CatalogDatabase, since: da
             copied["videos"] = _copy(conn, t, "videos", "WHERE recorded_at >= ?", [cutoff], key="request_id")
         conn.execute(f"DELETE FROM {META}")
         conn.execute(f"INSERT INTO {META} VALUES (?, ?)", [taken_at, source.location])
-    return copied
+    return copied, taken_at
 
 
 def _fetch_previous(url: str, target: Path) -> Path:

@@ -87,7 +87,7 @@ def sync(dagster: DagsterInstance, settings: Settings, prune: bool = False) -> S
     plan = record_shots(catalog, manifest, set(existing))
     if plan.new:
         dagster.add_dynamic_partitions(SHOTS, plan.new)
-    removable, kept = stray_partitions(existing, manifest, RequestLedger(catalog).standings())
+    removable, kept = stray_partitions(existing, manifest, RequestLedger(catalog).standings)
     removed = []
     if prune:
         for shot_id in removable:

@@ -193,11 +193,14 @@ def plan_shot_runs(
 
 
 def stray_partitions(
-    partitions: Iterable[str], manifest: Manifest, requested: Iterable[str]
+    partitions: Iterable[str], manifest: Manifest, requested: Callable[[], Iterable[str]]
 ) -> tuple[list[str], list[str]]:
     """Partitions with no row in the manifest (added in the UI, or a row since deleted): those that may be
     removed (never requested: nothing paid, nothing to lose), and those kept because the ledger has requests
-    for them (their money and videos stay visible; `hailuo report` lists them)."""
-    seen = set(requested)
+    for them (their money and videos stay visible; `hailuo report` lists them). `requested` (the shots with
+    requests) is read only when there are such partitions: it reads the ledger."""
     stray = [p for p in partitions if p not in manifest.shots]
+    if not stray:
+        return [], []
+    seen = set(requested())
     return [p for p in stray if p not in seen], [p for p in stray if p in seen]

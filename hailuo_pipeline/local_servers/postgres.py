@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hailuo_pipeline.local_servers import apt_install, free_port
 
 DEBIAN_PACKAGE = "postgresql-15"
 
@@ -32,10 +33,7 @@ def server_binaries(install: bool = True) -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     if found:
         return found[-1].parent
-    if install and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", DEBIAN_PACKAGE]):
-            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    if install and apt_install(DEBIAN_PACKAGE):
         return server_binaries(install=False)
     raise PostgresUnavailableError(
         f"no PostgreSQL server binaries: install Debian's {DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE}) "
@@ -43,18 +41,12 @@ def server_binaries(install: bool = True) -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class LocalPostgres:
     """`root` holds the cluster; as root, the server runs as the `postgres` user (PostgreSQL refuses root)."""
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hailuo-postgres-")))
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     database: str = "hailuo"
 
     @property
@@ -94,11 +86,9 @@ class LocalPostgres:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as c:
-                    if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
-                        c.execute(f'CREATE DATABASE "{self.database}"')
-                    return
-            except psycopg.OperationalError:
+                self.create_database(self.database)
+                return
+            except psycopg.OperationalError:  # started, but not yet taking connections
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass, field
 from typing import Any
+
+from hailuo_pipeline.local_servers import free_port
 
 # moto accepts any credentials; these only keep botocore from looking for real ones
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "hailuo-local", "AWS_SECRET_ACCESS_KEY": "hailuo-local-secret"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class LocalS3:
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     region: str = "us-east-1"
     _server: Any = None
 

@@ -50,7 +50,7 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     for error in manifest.errors:
         context.log.warning(str(error))
     plan = record_shots(catalog.catalog(), manifest, set(existing))
-    removable, kept = stray_partitions(existing, manifest, catalog.ledger().standings())
+    removable, kept = stray_partitions(existing, manifest, catalog.ledger().standings)
     if removable:
         context.log.info(f"removing {len(removable)} partition(s) with no row, never requested: {removable[:20]}")
     if kept:
