@@ -137,6 +137,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from hailuo_pipeline.catalog.backends import open_catalog
+    from hailuo_pipeline.review.page import write_review
+
+    settings = Settings.from_env()
+    out = Path(args.out) if args.out else settings.data_dir / "review" / "index.html"
+    page, takes = write_review(open_catalog(settings.catalog_location), out, args.dagster_url)
+    print(f"{takes} take(s) in {page}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from hailuo_pipeline.demo import write_demo_shots
 
@@ -259,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="print the catalog's cost summary")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.set_defaults(func=cmd_report)
+
+    review = commands.add_parser("review", help="write an HTML page to watch every take, with prompts and costs")
+    review.add_argument("--out", help="the page to write (default: $HAILUO_DATA_DIR/review/index.html)")
+    review.add_argument("--dagster-url", default="http://localhost:3000", help="where the page links runs to")
+    review.set_defaults(func=cmd_review)
 
     snap = commands.add_parser("snapshot", help="shared mode: copy the PostgreSQL ledger into a DuckDB catalog file")
     snap.add_argument("--full", action="store_true", help="copy every row, not only what changed")

@@ -46,3 +46,16 @@ def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspa
         ("s3", 1),
     ]
     assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == {"s1", "s2", "s3"}
+
+
+def test_a_shots_place_at_fal_is_given_back_before_its_download(workspace, emulator):
+    """`concurrency` bounds requests at fal, not downloads: with one place and slow downloads, the next
+    shot is submitted while the first one's video is still arriving, and fal never holds two jobs."""
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(1, 4)])
+    emulator.configure({"faults": {"download_bytes_per_second": 64 * 1024}})
+    summary = materialize(concurrency=1)
+    assert summary.succeeded == ["s1", "s2", "s3"]
+    jobs = sorted(emulator.jobs.values(), key=lambda job: job.created)
+    assert len(jobs) == 3 and all(job.downloaded_at is not None for job in jobs)
+    assert jobs[1].created < jobs[0].downloaded_at and jobs[2].created < jobs[1].downloaded_at
+    assert emulator.stats()["peak_at_fal"] == 1

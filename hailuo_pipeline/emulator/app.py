@@ -223,6 +223,7 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
                 if rate:
                     await asyncio.sleep(len(chunk) / rate)
                 yield chunk
+            job.downloaded_at = time.monotonic()
 
         return StreamingResponse(chunks(), media_type=kind, headers={"content-length": str(len(data))})
 

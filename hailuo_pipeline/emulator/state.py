@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -79,6 +80,13 @@ class Job:
     error: dict[str, Any] | None = None
     cancelled_at: float | None = None
     completed_at: float | None = None
+    downloaded_at: float | None = None  # when its video was last sent in full
+
+    @property
+    def ends(self) -> float:
+        """When the job stops occupying a place at fal (its account's concurrency limit counts it until then)."""
+        finish = self.created + self.queue_seconds + self.inference_seconds
+        return finish if self.cancelled_at is None else min(finish, self.cancelled_at)
 
     def phase(self, now: float) -> str:
         if self.cancelled_at is not None:
@@ -169,6 +177,16 @@ def _image_problem(data: bytes) -> str | None:
     return None
 
 
+def peak_at_fal(jobs: Iterable[Job]) -> int:
+    """The most jobs queued or running at one moment."""
+    moments = sorted(edge for job in jobs for edge in ((job.created, 1), (job.ends, -1)))
+    peak = running = 0
+    for _, change in moments:  # at equal times an end (-1) sorts before a start (+1)
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
 class EmulatorState:
     def __init__(self, config: EmulatorConfig | None = None, render_workers: int = 2) -> None:
         self.config = config or EmulatorConfig()
@@ -211,6 +229,7 @@ class EmulatorState:
                 "submissions_by_body": dict(self.submissions_by_body),
                 "submissions_by_prompt": dict(self.submissions_by_prompt),
                 "cancelled": list(self.cancelled),
+                "peak_at_fal": peak_at_fal(self.jobs.values()),
                 "config": asdict(self.config),
             }
 

@@ -39,6 +39,7 @@ from hailuo_pipeline.generation.errors import (
 from hailuo_pipeline.generation.follow import RequestFollower
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
+from hailuo_pipeline.generation.slots import FalSlot
 from hailuo_pipeline.generation.submit import fingerprint, ledger_arguments, submit
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Shot
@@ -139,8 +140,8 @@ class ShotGenerator:
         finished: list[ShotOutcome] = []
 
         async def one(shot: Shot) -> ShotOutcome:
-            async with gate:
-                outcome = await self.generate(shot, on_valid)
+            async with FalSlot(gate) as slot:
+                outcome = await self.generate(shot, on_valid, slot)
             finished.append(outcome)
             if on_done is not None:
                 on_done(outcome)
@@ -162,11 +163,13 @@ class ShotGenerator:
             if summary is not None:
                 summary.cancel()
 
-    async def generate(self, shot: Shot, on_valid: Callable[[ShotRequest], None] | None = None) -> ShotOutcome:
+    async def generate(
+        self, shot: Shot, on_valid: Callable[[ShotRequest], None] | None = None, slot: FalSlot | None = None
+    ) -> ShotOutcome:
         started = time.monotonic()
         outcome = ShotOutcome(shot.shot_id)
         try:
-            if await self._resume_left_behind(shot.shot_id, outcome):
+            if await self._resume_left_behind(shot.shot_id, outcome, slot):
                 pass  # the paid video an earlier run left behind is this attempt's video
             elif self.options.resume_only:
                 outcome.skipped = "no request left behind to resume"
@@ -177,7 +180,7 @@ class ShotGenerator:
                     raise PermanentShotFailure(shot.shot_id, exc.problem, exc.fix, exc.bad_input) from exc
                 if on_valid is not None:
                     on_valid(request)
-                await self._generate(request, outcome)
+                await self._generate(request, outcome, slot)
         except ShotFailure as failure:
             outcome.failure = failure
         except Exception as exc:  # the one boundary: a surprise in one shot is that shot's failure, not the batch's
@@ -191,7 +194,7 @@ class ShotGenerator:
         return outcome
 
     # -- one shot --------------------------------------------------------------------------
-    async def _resume_left_behind(self, shot_id: str, outcome: ShotOutcome) -> bool:
+    async def _resume_left_behind(self, shot_id: str, outcome: ShotOutcome, slot: FalSlot | None) -> bool:
         """Take over and deliver the shot's orphans, oldest first. True when one was delivered."""
         orphans = await asyncio.to_thread(self.ledger.take_over_orphans, shot_id, self.owner)
         failure: ShotFailure | None = None
@@ -202,7 +205,7 @@ class ShotGenerator:
             )
             try:
                 with self._lease(row):
-                    await self._see_through(row, outcome)
+                    await self._see_through(row, outcome, slot=slot)
                 outcome.resumed = True
             except ShotFailure as exc:
                 failure = exc
@@ -210,7 +213,7 @@ class ShotGenerator:
             raise failure
         return outcome.ok
 
-    async def _generate(self, request: ShotRequest, outcome: ShotOutcome) -> None:
+    async def _generate(self, request: ShotRequest, outcome: ShotOutcome, slot: FalSlot | None) -> None:
         arguments = ledger_arguments(request)
         new = NewRequest(
             shot_id=request.shot_id,
@@ -257,7 +260,7 @@ class ShotGenerator:
                 row = replace(row, request_id=request_id, status=Status.SUBMITTED)
             else:
                 self.log.info(f"{request.shot_id}: resuming fal request {row.request_id} ({row.status.value})")
-            await self._see_through(row, outcome, submitted_at)
+            await self._see_through(row, outcome, submitted_at, slot)
 
     async def _claim(self, new: NewRequest) -> Claim:
         """The ledger's decision; while another live process submits or follows this very request, wait
@@ -284,8 +287,11 @@ class ShotGenerator:
             await asyncio.sleep(wait)
             wait = min(wait * 1.5, 5.0)
 
-    async def _see_through(self, row: RequestRow, outcome: ShotOutcome, submitted_at: float | None = None) -> None:
-        """Follow a request fal has (leased to this generator) until its video is delivered and recorded."""
+    async def _see_through(
+        self, row: RequestRow, outcome: ShotOutcome, submitted_at: float | None = None, slot: FalSlot | None = None
+    ) -> None:
+        """Follow a request fal has (leased to this generator) until its video is delivered and recorded.
+        The shot's place at fal is given back once fal has finished, before the download."""
         assert row.request_id is not None
         video: VideoEntry | None = None
         if row.status not in (Status.COMPLETED, Status.SUCCEEDED) or not row.video_url:
@@ -298,6 +304,8 @@ class ShotGenerator:
             outcome.polls += polls
             # a cancelled task (run terminated) keeps its entry, so cancel_in_flight() can cancel it at fal
             self.in_flight.pop(row.request_key, None)
+        if slot is not None:
+            slot.release()
         outcome.video, outcome.request, outcome.poster = await self.delivery.deliver(row, video)
 
     @contextmanager

@@ -14,6 +14,7 @@ from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
     AssetKey,
+    AssetObservation,
     AssetsDefinition,
     AssetSpec,
     Backoff,
@@ -51,6 +52,7 @@ from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
 from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.runner import ShotGenerator
+from hailuo_pipeline.review.contact_sheet import MAX_TILES, Tile, contact_sheet
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.remote import RemotePolicy
@@ -185,10 +187,13 @@ def make_shots(
         if failure.bad_input == "image" and prompt.key in inputs:
             writes.materialize(prompt.key, shot.shot_id, *prompt_fields_metadata(shot, *validate_prompt_fields(shot)))
 
+    delivered: list[ShotOutcome] = []
+
     def video_done(outcome: ShotOutcome) -> None:
         """As each shot finishes: its materialization now (overlapping the wait for others), or its failure."""
         if outcome.ok:
             writes.materialize(hailuo_video.key, outcome.shot_id, shot_metadata(outcome))
+            delivered.append(outcome)
         elif outcome.failure is not None:
             failed[outcome.shot_id] = outcome.failure
             input_refused(found[outcome.shot_id], outcome.failure)
@@ -229,6 +234,8 @@ def make_shots(
             input_refused(found[shot_id], failure)
         failed.update(refused)
     writes.drain()
+    if sheet := batch_contact_sheet(delivered, context.run_id):
+        context.log_event(sheet)
     checks = context.selected_asset_check_keys
     if VIDEOS_MATCH_REQUESTS.key in checks:
         yield videos_match_requests(catalog, shots.videos(), context.run_id if hailuo_video.key in selected else None)
@@ -240,6 +247,30 @@ def make_shots(
         for shot_id, failure in sorted(failed.items()):
             writes.mark_failed(failed_assets(failure, set(selected) | inputs), [shot_id])
         raise shots_failure(failed, len(keys))
+
+
+def batch_contact_sheet(delivered: list[ShotOutcome], run_id: str) -> AssetObservation | None:
+    """The batch's new videos at a glance, as one observation of `hailuo_video` (none without a new video)."""
+    tiles = [
+        Tile(o.poster, o.shot_id, o.request.take, o.video.duration_seconds, float(o.request.price_usd))
+        for o in sorted(delivered, key=lambda o: o.shot_id)
+        if o.poster and o.video is not None and o.request is not None
+    ]
+    if not tiles:
+        return None
+    encoded = base64.b64encode(contact_sheet(tiles)).decode()
+    return AssetObservation(
+        hailuo_video.key,
+        description=f"contact sheet of run {run_id}",
+        metadata={
+            "contact_sheet": MetadataValue.md(
+                f"![contact sheet of {len(tiles)} video(s)](data:image/jpeg;base64,{encoded})"
+            ),
+            "videos": len(tiles),
+            "cost_usd": round(sum(t.cost_usd for t in tiles), 4),
+            "shots": MetadataValue.md(", ".join(t.shot_id for t in tiles[:MAX_TILES])),
+        },
+    )
 
 
 def failed_assets(failure: ShotFailure, keys: set[AssetKey]) -> set[AssetKey]:
