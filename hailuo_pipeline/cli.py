@@ -7,12 +7,13 @@ so `demo` must point it at the emulator before anything imports it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 
@@ -300,5 +301,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The `hailuo` command. Its work is done and stored when main() returns; what is left is the interpreter
+    tearing down Dagster's and the clients' objects, 0.4 to 0.9 s measured after a batch, so the command
+    runs the exit handlers (the catalog's connections are closed there), flushes its output and exits
+    without that teardown."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

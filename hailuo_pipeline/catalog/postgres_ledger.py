@@ -8,6 +8,7 @@ coexisting, even if a code path forgot the lock. Times come from the server's cl
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -113,6 +114,9 @@ def close_pools() -> None:
         for pool in _pools.values():
             pool.close()
         _pools.clear()
+
+
+atexit.register(close_pools)  # the server sees each connection end, not drop
 
 
 class PostgresCatalog:
