@@ -264,8 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="send again inputs fal refused for good (every such shot, or the named ones); fal may bill again",
     )
-    run.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="shots in flight at once per run")
-    run.add_argument("--shots-per-run", type=int, default=SHOTS_PER_RUN)
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"shots in flight at once per run (default: HAILUO_CONCURRENCY, {DEFAULT_CONCURRENCY})",
+    )
+    run.add_argument(
+        "--shots-per-run", type=int, default=SHOTS_PER_RUN, help="split the batch into runs (default: one run)"
+    )
     run.set_defaults(func=cmd_materialize)
 
     report = commands.add_parser("report", help="print the catalog's cost summary")

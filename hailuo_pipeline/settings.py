@@ -10,8 +10,11 @@ from pathlib import Path
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
 
-DEFAULT_CONCURRENCY = 16  # shots in flight at once in one step
-SHOTS_PER_RUN = 100  # shots per run when a backfill, the sensor or `hailuo materialize` splits a batch
+DEFAULT_CONCURRENCY = 16  # shots in flight at once in one step (HAILUO_CONCURRENCY; a run's config may say otherwise)
+# Shots per run for `hailuo materialize`, the sensors and the sweep: None, one run per batch. A run boundary
+# drains fal's queue of this batch's requests and pays Dagster's run start again; one step handles any
+# number of shots (each its own partition materialization, logged as it is delivered).
+SHOTS_PER_RUN: int | None = None
 
 _ENVIRONMENT = {
     "data_dir": "HAILUO_DATA_DIR",
@@ -26,6 +29,8 @@ _ENVIRONMENT = {
     "catalog_url": "HAILUO_CATALOG_URL",
     "video_store": "HAILUO_VIDEO_STORE",
     "catalog_snapshot": "HAILUO_CATALOG_SNAPSHOT",
+    "max_in_flight": "HAILUO_MAX_IN_FLIGHT",
+    "concurrency": "HAILUO_CONCURRENCY",
 }
 _TEXT = {"sweep_cron", "allowed_private_image_hosts", "catalog_url", "video_store", "catalog_snapshot"}
 
@@ -44,6 +49,8 @@ class Settings:
     catalog_url: str = ""  # postgresql://... for the shared catalog; empty: catalog.duckdb in the data directory
     video_store: str = ""  # s3://bucket/prefix (or another fsspec URL); empty: videos/ in the data directory
     catalog_snapshot: str = ""  # shared mode: where the DuckDB snapshot goes (path or URL); empty: catalog_path
+    max_in_flight: int | None = None  # requests at fal at once over every run and process (your fal account's limit)
+    concurrency: int = DEFAULT_CONCURRENCY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +65,10 @@ class Settings:
                 values[field.name] = Path(raw)
             elif field.name in _TEXT:
                 values[field.name] = raw
+            elif field.name in ("max_in_flight", "concurrency"):
+                if not raw.isdigit() or int(raw) < 1:
+                    raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} is not a whole number of at least 1")
+                values[field.name] = int(raw)
             else:
                 try:
                     values[field.name] = float(raw)

@@ -69,7 +69,7 @@ def test_in_a_batch_run_an_edit_marks_only_that_shots_video_stale(workspace, emu
     assert emulator.stats()["submissions"] == 2
 
 
-def test_sensor_registers_a_10000_row_manifest_in_runs_of_100(workspace):
+def test_sensor_registers_a_10000_row_manifest_and_validates_and_generates_it_in_one_run_each(workspace):
     make_image(workspace / "images" / "still.jpg")
     with (workspace / "shots.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -80,15 +80,15 @@ def test_sensor_registers_a_10000_row_manifest_in_runs_of_100(workspace):
     result = tick_sensor(shots_manifest_sensor, instance)
     (add,) = result.dynamic_partitions_requests
     assert len(add.partition_keys) == 10_000
-    assert len(result.run_requests) == 20  # free validation, 500 shots per run
+    (inputs,) = result.run_requests  # free validation: one run for the batch, no run boundary
+    assert len(inputs.run_config["ops"]["hailuo_shots"]["config"]["only"]) == 10_000
     assert query(workspace, "SELECT count(*) FROM shots") == [(10_000,)]
     instance.add_dynamic_partitions("shots", list(add.partition_keys))
     paid = tick_sensor(shots_generation_sensor, instance)  # the switch that spends, when it is on
-    assert len(paid) == 100
-    first = paid[0].tags
-    assert (first["dagster/asset_partition_range_start"], first["dagster/asset_partition_range_end"]) == (
+    (run,) = paid
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
         "shot-00000",
-        "shot-00099",
+        "shot-09999",
     )
 
 

@@ -264,3 +264,24 @@ def test_claim_kinds_match_across_backends(database):
     ledger.release("other")
     taken = ledger.take_over_orphans("s", "me")
     assert [r.request_id for r in taken] == ["fal-1"] and taken[0].attempts == 2
+
+
+def test_total_limit_at_fal_holds_across_owners_and_frees_as_requests_finish(database):
+    """Three places at fal in all: three owners' requests fill them; a fourth claim, from anyone, is told
+    FULL without reserving money; a request fal finished, or one whose owner died, gives its place back."""
+    ledger = RequestLedger(database, alive=lambda owner: owner != "dead")
+    held = [ledger.claim(_request(f"s{i}", owner=f"w{i}", duration=6), Budget(), max_in_flight=3) for i in range(3)]
+    assert [c.kind for c in held] == [ClaimKind.SUBMIT] * 3
+    ledger.mark_submitted(held[0].row.request_key, "fal-0")
+    full = ledger.claim(_request("s3", owner="w3", duration=6), Budget(), max_in_flight=3)
+    assert full.kind is ClaimKind.FULL
+    assert ledger.claim(_request("s3", owner="w3", duration=6), Budget()).kind is ClaimKind.SUBMIT  # no limit asked
+    ledger.release("w3")
+    ledger.mark_completed(
+        held[0].row.request_key, {"video": {"url": "https://fal.example/v0.mp4"}}, "https://fal.example/v0.mp4", None
+    )
+    room = ledger.claim(_request("s4", owner="w4", duration=6), Budget(), max_in_flight=3)
+    assert room.kind is ClaimKind.SUBMIT
+    assert ledger.claim(_request("s5", owner="w5", duration=6), Budget(), max_in_flight=3).kind is ClaimKind.FULL
+    ledger.release("w1")  # an owner that stopped: its request no longer holds a place
+    assert ledger.claim(_request("s5", owner="w5", duration=6), Budget(), max_in_flight=3).kind is ClaimKind.SUBMIT

@@ -70,7 +70,7 @@ def test_the_orphan_sensor_launches_resume_runs_that_never_submit(workspace, emu
         (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests
     ] == [("s1", "s3")]
     (request,) = requests
-    assert request.run_config == {"ops": {"hailuo_shots": {"config": {"resume_only": True}}}}
+    assert request.run_config == {"ops": {"hailuo_shots": {"config": {"resume_only": True, "only": shots}}}}
     assert request.job_name == "shot_videos"
 
     result = run_request("shot_videos", request, instance)

@@ -61,7 +61,9 @@ def test_new_and_edited_rows_are_validated_again_never_paid_for(workspace):
     second = evaluate(instance, first.cursor)
     assert list(second.dynamic_partitions_requests[0].partition_keys) == ["b"]
     assert {r.job_name for r in second.run_requests} == {"shot_inputs"}
-    assert ranges(second.run_requests) == ["a", "b"]  # the unchanged shot c is left alone
+    (run,) = second.run_requests
+    assert ranges([run]) == ["a..b"]  # the order is a, c, b: one run spans it...
+    assert run.run_config["ops"]["hailuo_shots"]["config"]["only"] == ["a", "b"]  # ...and leaves c alone
 
 
 def test_the_generation_sensor_requests_pending_shots_once_each_a_doubtful_one_alone(workspace, emulator):
@@ -78,12 +80,14 @@ def test_the_generation_sensor_requests_pending_shots_once_each_a_doubtful_one_a
     instance.add_dynamic_partitions("shots", ["good1", "good2", "bad", "good3"])
     first = tick_sensor(shots_generation_sensor, instance)
     assert {r.job_name for r in first} == {"generate_shots"}
-    assert ranges(first) == ["bad", "good1..good2", "good3"]
+    assert ranges(first) == ["bad", "good1..good3"]  # the good shots in one run, spanning the bad one...
+    (batch,) = [r for r in first if r.partition_key is None]
+    assert batch.run_config["ops"]["hailuo_shots"]["config"]["only"] == ["good1", "good2", "good3"]  # ...not its
     assert [r.run_key for r in tick_sensor(shots_generation_sensor, instance)] == [r.run_key for r in first]
 
     materialize(["good1"])
     later = tick_sensor(shots_generation_sensor, instance)
-    assert ranges(later) == ["bad", "good2", "good3"]  # a delivered shot is not requested again
+    assert ranges(later) == ["bad", "good2..good3"]  # a delivered shot is not requested again
 
 
 def test_a_partition_added_in_the_ui_without_a_row_is_removed_unless_it_was_paid_for(workspace, emulator):

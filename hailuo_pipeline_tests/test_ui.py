@@ -130,14 +130,24 @@ def open_page(page, url: str) -> None:
 
 
 def launch_partition(page, base: str, asset: str, shot: str) -> None:
-    """The asset page's "Materialize…" dialog, one partition chosen, launched."""
-    open_page(page, f"{base}/assets/{asset}")
-    page.get_by_role("button", name="Materialize…").first.click()
-    page.get_by_text("Select a partition or create one").click()
-    page.keyboard.type(shot)
-    page.get_by_text(shot, exact=True).locator("visible=true").last.click()  # the picker's item
-    page.keyboard.press("Escape")
-    page.get_by_role("button", name=re.compile(r"^Launch (backfill|\d+ runs?)$")).click()
+    """The asset page's "Materialize…" dialog, one partition chosen, launched; waits for Dagster's "Launched
+    run" notice, and tries the dialog once more when it does not come (a pick the picker did not register)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(2):
+        open_page(page, f"{base}/assets/{asset}")
+        page.get_by_role("button", name="Materialize…").first.click()
+        page.get_by_text("Select a partition or create one").click()
+        page.keyboard.type(shot)
+        page.get_by_text(shot, exact=True).locator("visible=true").last.click()  # the picker's item
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name=re.compile(r"^Launch (backfill|1 run)$")).click()
+        try:
+            page.get_by_text(re.compile(r"Launched run|Created backfill")).first.wait_for(timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"the dialog did not launch a run of {asset} for {shot} (twice)")
 
 
 def show_markdown_image(page, row, name: str):

@@ -26,6 +26,7 @@ class ClaimKind(StrEnum):
     AMBIGUOUS = "ambiguous"  # an earlier submit never answered; a person decides
     REFUSED = "refused"  # fal refused these very inputs for good; a person changes them or insists
     SUBMIT = "submit"  # a fresh row is reserved: go and submit
+    FULL = "full"  # the limit of requests at fal is reached: wait for room, then ask again
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,15 @@ def decide_claim(
     if refused and not options.retry_refused:
         return Decision(ClaimKind.REFUSED, latest)
     return Decision(ClaimKind.SUBMIT, latest)
+
+
+def room_at_fal(
+    at_fal: Sequence[RequestRow], limit: int, now: datetime, lease_seconds: float, alive: OwnerAlive = owner_alive
+) -> bool:
+    """May one more request go to fal under a limit on requests queued or running there (a fal account's
+    concurrency limit)? Requests nobody follows any more are not counted: their owner stopped, and counting
+    them would hold the limit until someone resumes them."""
+    return sum(1 for row in at_fal if lease_live(row, now, lease_seconds, alive)) < limit
 
 
 def next_take(rows_of_shot: Sequence[RequestRow]) -> int:

@@ -26,10 +26,12 @@ from hailuo_pipeline.catalog.decisions import (
     is_dead_reservation,
     is_orphan,
     next_take,
+    room_at_fal,
     shot_standing,
 )
 from hailuo_pipeline.catalog.rows import (
     ACTIVE,
+    AT_FAL,
     Budget,
     NewRequest,
     RequestRow,
@@ -61,8 +63,15 @@ class RequestLedger(LedgerTransitions):
     """Decisions, leases and reads; the status transitions come from `LedgerTransitions`."""
 
     # -- decisions -------------------------------------------------------------------------
-    def claim(self, request: NewRequest, budget: Budget, options: ClaimOptions | None = None) -> Claim:
-        """Decide, atomically, what this attempt at a shot may do."""
+    def claim(
+        self,
+        request: NewRequest,
+        budget: Budget,
+        options: ClaimOptions | None = None,
+        max_in_flight: int | None = None,
+    ) -> Claim:
+        """Decide, atomically, what this attempt at a shot may do. With `max_in_flight`, a new request is
+        reserved only while fewer than that many requests of any run or process are at fal."""
         options = options or ClaimOptions()
         with self.store.transaction(decides=True) as t:
             while True:
@@ -90,6 +99,10 @@ class RequestLedger(LedgerTransitions):
                 return Claim(ClaimKind.REUSE, row, video)
             if decision.kind is not ClaimKind.SUBMIT:
                 return Claim(decision.kind, row)
+            if max_in_flight is not None and not room_at_fal(
+                t.requests(statuses=AT_FAL), max_in_flight, t.now(), self.lease_seconds, self.alive
+            ):
+                return Claim(ClaimKind.FULL, row)
             ambiguous_before = row is not None and row.status is Status.AMBIGUOUS
             return Claim(ClaimKind.SUBMIT, self._reserve(t, request, budget, ambiguous_before))
 

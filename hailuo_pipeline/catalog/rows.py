@@ -25,6 +25,7 @@ class Status(StrEnum):
 
 ACTIVE = (Status.RESERVED, Status.SUBMITTED, Status.IN_QUEUE, Status.IN_PROGRESS, Status.COMPLETED)
 PAID = (Status.COMPLETED, Status.SUCCEEDED, Status.LOST)
+AT_FAL = (Status.RESERVED, Status.SUBMITTED, Status.IN_QUEUE, Status.IN_PROGRESS)  # fal holds (or is sent) these
 PROGRESS_ORDER = {s: i for i, s in enumerate(ACTIVE)} | {Status.SUCCEEDED: 9}
 
 

@@ -44,6 +44,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 key=EnvVar("FAL_KEY"),
                 submit_timeout_seconds=settings.submit_timeout_seconds,
                 poll_interval_seconds=settings.poll_interval_seconds,
+                max_in_flight=settings.max_in_flight,
+                concurrency=settings.concurrency,
             ),
             "catalog": CatalogResource(
                 database=settings.snapshot_location if settings.catalog_url else str(settings.catalog_path),

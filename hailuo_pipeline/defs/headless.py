@@ -5,6 +5,7 @@ way the sensor plans them. Results are typed: each shot's outcome with its cause
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sys
@@ -21,13 +22,13 @@ from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.registry import record_shots
 from hailuo_pipeline.catalog.snapshot import SnapshotResult, write_snapshot
 from hailuo_pipeline.defs.assets.catalog_snapshot import catalog_snapshot, describe, snapshot_metadata
-from hailuo_pipeline.defs.automation.run_requests import range_tags
+from hailuo_pipeline.defs.automation.run_requests import STEP, range_tags
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, stray_partitions
-from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
+from hailuo_pipeline.settings import SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
 
 
@@ -65,17 +66,24 @@ def instance(settings: Settings) -> DagsterInstance:
         print(f"DAGSTER_HOME is not set; using {settings.default_dagster_home}", file=sys.stderr)
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        # the `fal` pool bounds simultaneous fal steps across runs; tune with `dagster instance concurrency set`.
-        # The instance hailuo creates for itself opts out of Dagster's usage statistics (its notice would
-        # otherwise interrupt the command's output); say so in the file, where Dagster documents the switch.
-        config.write_text(
-            "concurrency:\n  pools:\n    default_limit: 4\n"
-            "# created by `hailuo`; set enabled: true to send Dagster usage statistics\n"
-            "telemetry:\n  enabled: false\n"
-        )
-    return DagsterInstance.get()
+    # Two commands started together on a new instance would both write its dagster.yaml and create its SQLite
+    # tables, and one of them fails ("table ... already exists"): the first to come does it, the other waits.
+    with open(home / ".hailuo-instance.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            # the `fal` pool bounds simultaneous fal steps across runs; tune with `dagster instance concurrency
+            # set`. The instance hailuo creates for itself opts out of Dagster's usage statistics (its notice
+            # would otherwise interrupt the command's output); said in the file, where Dagster documents it.
+            config.write_text(
+                "concurrency:\n  pools:\n    default_limit: 4\n"
+                "# created by `hailuo`; set enabled: true to send Dagster usage statistics\n"
+                "telemetry:\n  enabled: false\n"
+            )
+        opened = DagsterInstance.get()
+        for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+            getattr(opened, storage)  # created here, under the lock, where Dagster creates them lazily
+        return opened
 
 
 def sync(dagster: DagsterInstance, settings: Settings, prune: bool = False) -> SyncResult:
@@ -102,8 +110,8 @@ def materialize(
     new_take: bool = False,
     resubmit_ambiguous: bool = False,
     retry_refused: bool = False,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    shots_per_run: int = SHOTS_PER_RUN,
+    concurrency: int | None = None,
+    shots_per_run: int | None = SHOTS_PER_RUN,
     say: Callable[[str], object] = lambda _line: None,
 ) -> MaterializeSummary:
     """Resume what earlier runs left behind, then validate and generate the pending (or the named) shots.
@@ -132,13 +140,15 @@ def materialize(
             "new_take": new_take,
             "resubmit_ambiguous": resubmit_ambiguous,
             "retry_refused": retry_refused,
-            "concurrency": concurrency,
+            **({"concurrency": concurrency} if concurrency else {}),
         }
-        run_config = {"ops": {"hailuo_shots": {"config": config}}, "loggers": {"console": {}}}
         delivered: set[str] = set()
         wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
-        for start, end in plan_shot_runs(registered, summary.requested, manifest, shots_per_run):
-            kwargs: dict[str, Any] = {"partition_key": start} if start == end else {"tags": range_tags(start, end)}
+        for run in plan_shot_runs(registered, summary.requested, manifest, shots_per_run):
+            kwargs: dict[str, Any] = (
+                {"partition_key": run.start} if run.start == run.end else {"tags": range_tags(run.start, run.end)}
+            )
+            run_config = {"ops": {STEP: {"config": run.step_config(**config)}}, "loggers": {"console": {}}}
             with one_planned_event_per_range():
                 result = job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False, **kwargs)
             summary.run_ids.append(result.run_id)

@@ -19,6 +19,7 @@ from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.storage import CatalogDatabase
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.fal.config import FalSettings
+from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
 from hailuo_pipeline.shots.remote import RemotePolicy
 from hailuo_pipeline.video.store import VideoStore, open_video_store
@@ -37,6 +38,15 @@ class FalResource(ConfigurableResource):
     )
     poll_interval_seconds: float = Field(
         default=_FAL_DEFAULTS.poll_interval_seconds, description="First wait between status polls"
+    )
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY,
+        description="Shots in flight at once in one step, unless its run's config says otherwise. HAILUO_CONCURRENCY",
+    )
+    max_in_flight: int | None = Field(
+        default=None,
+        description="Requests queued or running at fal at once over every run and process (your fal account's "
+        "concurrency limit), enforced by the ledger; none: each run's `concurrency` only. HAILUO_MAX_IN_FLIGHT",
     )
 
     def settings(self) -> FalSettings:

@@ -18,6 +18,7 @@ class GenerationOptions:
     resume_only: bool = False  # deliver requests left behind; never submit
     budget: Budget = field(default_factory=Budget)
     remote_images: RemotePolicy = field(default_factory=RemotePolicy)
+    max_in_flight: int | None = None  # requests at fal over every run and process (None: no total limit)
 
     @property
     def claims(self) -> ClaimOptions:

@@ -165,31 +165,40 @@ def _usd(rows: Iterable[RequestRow]) -> Decimal:
     return sum((row.price_usd or Decimal(0) for row in rows), Decimal(0))
 
 
-def partition_ranges(ordered: Sequence[str], selected: Iterable[str], max_size: int) -> list[tuple[str, str]]:
-    """Split `selected` into contiguous ranges of the partition order, at most `max_size` long."""
+@dataclass(frozen=True)
+class ShotRun:
+    """One Dagster run: a range of the partition order, and the shots of it the run handles (`shots` is the
+    step's `only`; the range's other partitions are left alone). Shots that are not next to each other in
+    the order still share one run: a batch is not cut into runs by what lies between its shots."""
+
+    start: str
+    end: str
+    shots: tuple[str, ...]
+
+    def step_config(self, **config: object) -> dict[str, object]:
+        """The `hailuo_shots` step's config for this run: `config`, plus `only` for a range of shots."""
+        return {**config, "only": list(self.shots)} if self.start != self.end else dict(config)
+
+
+def shot_runs(ordered: Sequence[str], selected: Iterable[str], max_size: int | None = None) -> list[ShotRun]:
+    """The selected shots in partition order, in runs of at most `max_size` (None: all in one run)."""
     wanted = set(selected)
-    ranges: list[tuple[str, str]] = []
-    run: list[str] = []
-    for key in ordered:
-        if key in wanted and run and len(run) < max_size:
-            run.append(key)
-            continue
-        if run:
-            ranges.append((run[0], run[-1]))
-        run = [key] if key in wanted else []
-    if run:
-        ranges.append((run[0], run[-1]))
-    return ranges
+    chosen = [key for key in ordered if key in wanted]
+    size = max_size or len(chosen) or 1
+    return [
+        ShotRun(chunk[0], chunk[-1], tuple(chunk))
+        for chunk in (chosen[i : i + size] for i in range(0, len(chosen), size))
+    ]
 
 
 def plan_shot_runs(
-    ordered: Sequence[str], shot_ids: Sequence[str], manifest: Manifest, max_size: int
-) -> list[tuple[str, str]]:
-    """Partition ranges for runs of inputs + video. A shot failing the cheap checks gets a run of its
-    own: it will be refused, and a batch's run then stays green for the good shots."""
+    ordered: Sequence[str], shot_ids: Sequence[str], manifest: Manifest, max_size: int | None = None
+) -> list[ShotRun]:
+    """Runs of inputs + video: by default one for the whole batch. A shot failing the cheap checks gets a run
+    of its own: it will be refused, and the batch's run then stays green for the good shots."""
     doubtful = [s for s in shot_ids if s in manifest.shots and quick_problem(manifest.shots[s])]
     good = [s for s in shot_ids if s not in doubtful]
-    return partition_ranges(ordered, good, max_size) + partition_ranges(ordered, doubtful, 1)
+    return shot_runs(ordered, good, max_size) + shot_runs(ordered, doubtful, 1)
 
 
 def stray_partitions(

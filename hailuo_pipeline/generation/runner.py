@@ -15,8 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 
 import fal_client
@@ -37,9 +36,10 @@ from hailuo_pipeline.generation.errors import (
     fix_for_refusal,
 )
 from hailuo_pipeline.generation.follow import RequestFollower
+from hailuo_pipeline.generation.leases import Leases
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
-from hailuo_pipeline.generation.slots import FalSlot
+from hailuo_pipeline.generation.slots import FalSlot, RoomAtFal
 from hailuo_pipeline.generation.submit import fingerprint, ledger_arguments, submit
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Shot
@@ -69,7 +69,7 @@ class ShotGenerator:
         self.run_id = run_id
         self.options = options
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.leased: set[str] = set()  # request keys this generator follows; their leases are renewed
+        self.leases = Leases(ledger, self.owner, log)
         self.in_flight: dict[str, tuple[str, str]] = {}  # request_key -> (fal id, shot id), for cancelling
         self._client: fal_client.AsyncClient | None = None
         self._follower: RequestFollower | None = None
@@ -77,6 +77,7 @@ class ShotGenerator:
         self._http: httpx.AsyncClient | None = None
         self._leases: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
+        self.room = RoomAtFal()
 
     async def __aenter__(self) -> ShotGenerator:
         self._client = self.fal.client()
@@ -84,7 +85,7 @@ class ShotGenerator:
         self._http = httpx.AsyncClient(timeout=self.fal.download_timeout_seconds, follow_redirects=True)
         self._follower = RequestFollower(self.fal, self._client, self.ledger, self.log)
         self._delivery = Delivery(self.fal, self._http, self.ledger, self.videos, self.log)
-        self._leases = asyncio.create_task(self._renew_leases())
+        self._leases = asyncio.create_task(self.leases.renew_forever())
         # partial downloads of killed processes: cleaned beside the batch, not before its first submit
         self._sweep = asyncio.create_task(asyncio.to_thread(self.videos.sweep_abandoned))
         return self
@@ -117,14 +118,6 @@ class ShotGenerator:
         assert self._delivery is not None, "use ShotGenerator as an async context manager"
         return self._delivery
 
-    async def _renew_leases(self) -> None:
-        while True:
-            await asyncio.sleep(min(5.0, self.ledger.lease_seconds / 3))
-            try:
-                await asyncio.to_thread(self.ledger.heartbeat, sorted(self.leased), self.owner)
-            except Exception as exc:  # a missed renewal is survivable (the lease is 45 s); a dead task is not
-                self.log.warning(f"renewing the leases of {len(self.leased)} request(s) failed ({exc!r}); trying again")
-
     # -- batches ---------------------------------------------------------------------------
     async def generate_many(
         self,
@@ -140,7 +133,7 @@ class ShotGenerator:
         finished: list[ShotOutcome] = []
 
         async def one(shot: Shot) -> ShotOutcome:
-            async with FalSlot(gate) as slot:
+            async with FalSlot(gate, self.room) as slot:
                 outcome = await self.generate(shot, on_valid, slot)
             finished.append(outcome)
             if on_done is not None:
@@ -204,7 +197,7 @@ class ShotGenerator:
                 "run; nothing is submitted"
             )
             try:
-                with self._lease(row):
+                with self.leases.hold(row):
                     await self._see_through(row, outcome, slot=slot)
                 outcome.resumed = True
             except ShotFailure as exc:
@@ -252,7 +245,7 @@ class ShotGenerator:
                 f"{row.error_message or row.error_type}); nothing was sent this time",
                 fix_for_refusal(row.error_type),
             )
-        with self._lease(row):
+        with self.leases.hold(row):
             submitted_at = None
             if claim.kind is ClaimKind.SUBMIT:
                 request_id, submitted_at = await submit(self.fal, self.client, self.ledger, request, row)
@@ -264,15 +257,16 @@ class ShotGenerator:
 
     async def _claim(self, new: NewRequest) -> Claim:
         """The ledger's decision; while another live process submits or follows this very request, wait
-        for it (it delivers, and this attempt reuses its video) or for its lease to run out."""
+        for it (it delivers, and this attempt reuses its video) or for its lease to run out; while the total
+        limit of requests at fal is reached, wait for room."""
         wait, told = 0.5, False
         while True:
-            try:
-                claim = await asyncio.to_thread(self.ledger.claim, new, self.options.budget, self.options.claims)
-            except BudgetExceededError as exc:
-                raise PermanentShotFailure(new.shot_id, str(exc), fix_for_budget(exc.limit)) from exc
-            except NoPriceError as exc:
-                raise PermanentShotFailure(new.shot_id, str(exc), "add a row for it to the prices table") from exc
+            claim = await self._claim_once(new)
+            if claim.kind is ClaimKind.FULL:
+                async with self.room.turn:
+                    while claim.kind is ClaimKind.FULL:
+                        await self.room.wait()
+                        claim = await self._claim_once(new)
             if claim.kind is not ClaimKind.WAIT:
                 return claim
             assert claim.row is not None
@@ -286,6 +280,17 @@ class ShotGenerator:
                 told = True
             await asyncio.sleep(wait)
             wait = min(wait * 1.5, 5.0)
+
+    async def _claim_once(self, new: NewRequest) -> Claim:
+        options = self.options
+        try:
+            return await asyncio.to_thread(
+                self.ledger.claim, new, options.budget, options.claims, options.max_in_flight
+            )
+        except BudgetExceededError as exc:
+            raise PermanentShotFailure(new.shot_id, str(exc), fix_for_budget(exc.limit)) from exc
+        except NoPriceError as exc:
+            raise PermanentShotFailure(new.shot_id, str(exc), "add a row for it to the prices table") from exc
 
     async def _see_through(
         self, row: RequestRow, outcome: ShotOutcome, submitted_at: float | None = None, slot: FalSlot | None = None
@@ -308,15 +313,6 @@ class ShotGenerator:
             slot.release()
         outcome.video, outcome.request, outcome.poster = await self.delivery.deliver(row, video)
 
-    @contextmanager
-    def _lease(self, row: RequestRow) -> Iterator[None]:
-        """Renew the row's lease while the block runs (the ledger released or ended it otherwise)."""
-        self.leased.add(row.request_key)
-        try:
-            yield
-        finally:
-            self.leased.discard(row.request_key)
-
     # -- cancellation ----------------------------------------------------------------------
     async def cancel_in_flight(self) -> list[str]:
         """Cancel this generator's requests at fal; a request that had already completed is still
@@ -335,7 +331,7 @@ class ShotGenerator:
                 self.log.info(f"{shot_id}: {request_id} had already completed; delivering the paid video")
                 row = await asyncio.to_thread(self.ledger.get, request_key)
                 try:
-                    with self._lease(row):
+                    with self.leases.hold(row):
                         await self._see_through(row, ShotOutcome(shot_id))
                 except ShotFailure as failure:
                     self.log.warning(str(failure))

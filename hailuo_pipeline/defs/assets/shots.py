@@ -53,7 +53,6 @@ from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.runner import ShotGenerator
 from hailuo_pipeline.review.contact_sheet import MAX_TILES, Tile, contact_sheet
-from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.remote import RemotePolicy
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_prompt_fields, validate_shot
@@ -84,7 +83,14 @@ class ShotsConfig(Config):
         default=False,
         description="Only deliver paid requests left behind by earlier runs (by their fal id); never submit",
     )
-    concurrency: int = Field(default=DEFAULT_CONCURRENCY, description="Shots in flight at once within this step")
+    concurrency: int | None = Field(
+        default=None, description="Shots in flight at once within this step (default: HAILUO_CONCURRENCY, 16)"
+    )
+    only: list[str] = Field(
+        default=[],
+        description="The shots of the run's partition range to handle (empty: all); sensors and `hailuo "
+        "materialize` set it, so one run carries a batch whose shots are not next to each other",
+    )
 
 
 def shot_metadata(outcome: ShotOutcome) -> dict:
@@ -169,6 +175,9 @@ def make_shots(
 ) -> Iterator[AssetCheckResult]:
     selected = context.selected_asset_keys
     keys = list(context.partition_keys) if selected else []
+    if config.only:
+        wanted = set(config.only)
+        keys = [key for key in keys if key in wanted]
     found, missing = shots.select(keys)
     failed: dict[str, ShotFailure] = {
         shot_id: PermanentShotFailure(shot_id, reason, STRAY_FIX) for shot_id, reason in missing.items()
@@ -225,9 +234,11 @@ def make_shots(
                 resume_only=config.resume_only,
                 budget=budget.budget(),
                 remote_images=shots.remote_images(),
+                max_in_flight=fal.max_in_flight,
             ),
         )
-        generate_all(generator, list(found.values()), config.concurrency, writes, inputs_valid, video_done)
+        concurrency = config.concurrency or fal.concurrency
+        generate_all(generator, list(found.values()), concurrency, writes, inputs_valid, video_done)
     else:
         refused = validate_inputs(list(found.values()), inputs_valid, shots.remote_images())
         for shot_id, failure in refused.items():

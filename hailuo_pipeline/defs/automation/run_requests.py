@@ -1,33 +1,38 @@
-"""Run requests for ranges of shot partitions (one run, many shots), each naming its job, so the runs show
-under that name in the UI rather than as jobless asset materializations."""
+"""Run requests for runs of many shots (a range of shot partitions, and which of its shots to handle), each
+naming its job, so the runs show under that name in the UI rather than as jobless asset materializations."""
 
 from __future__ import annotations
 
 from dagster import RunRequest
 
 from hailuo_pipeline.defs.compat import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from hailuo_pipeline.generation.planning import ShotRun
+
+STEP = "hailuo_shots"
 
 
-def range_run_requests(
-    ranges: list[tuple[str, str]],
-    job_name: str,
-    key_prefix: str,
-    run_config: dict | None = None,
+def shot_run_requests(
+    runs: list[ShotRun], job_name: str, key_prefix: str, step_config: dict | None = None
 ) -> list[RunRequest]:
     requests = []
-    for start, end in ranges:
-        if start == end:
+    for run in runs:
+        config = run.step_config(**(step_config or {}))
+        run_config = {"ops": {STEP: {"config": config}}} if config else None
+        if run.start == run.end:
             requests.append(
                 RunRequest(
-                    run_key=f"{key_prefix}:{start}", job_name=job_name, partition_key=start, run_config=run_config
+                    run_key=f"{key_prefix}:{run.start}",
+                    job_name=job_name,
+                    partition_key=run.start,
+                    run_config=run_config,
                 )
             )
         else:
             requests.append(
                 RunRequest(
-                    run_key=f"{key_prefix}:{start}..{end}",
+                    run_key=f"{key_prefix}:{run.start}..{run.end}:{len(run.shots)}",
                     job_name=job_name,
-                    tags=range_tags(start, end),
+                    tags=range_tags(run.start, run.end),
                     run_config=run_config,
                 )
             )

@@ -11,7 +11,7 @@ from dagster import (
     schedule,
 )
 
-from hailuo_pipeline.defs.automation.run_requests import range_run_requests
+from hailuo_pipeline.defs.automation.run_requests import shot_run_requests
 from hailuo_pipeline.defs.jobs import shots_job
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
@@ -78,4 +78,4 @@ def sweep(
         context.log.info(note)
     stamp = context.scheduled_execution_time.strftime("%Y%m%d%H%M")
     runs = plan_shot_runs(registered, chosen, manifest, SHOTS_PER_RUN)
-    return range_run_requests(runs, shots_job.name, f"sweep-{stamp}")
+    return shot_run_requests(runs, shots_job.name, f"sweep-{stamp}")

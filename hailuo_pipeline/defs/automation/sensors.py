@@ -13,11 +13,11 @@ from dagster import (
 )
 
 from hailuo_pipeline.catalog.registry import record_shots
-from hailuo_pipeline.defs.automation.run_requests import range_run_requests
+from hailuo_pipeline.defs.automation.run_requests import shot_run_requests
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
-from hailuo_pipeline.generation.planning import partition_ranges, plan_shot_runs, plan_shots, stray_partitions
+from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, shot_runs, stray_partitions
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
@@ -57,8 +57,8 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
         context.log.warning(f"{len(kept)} partition(s) have no row but have requests in the ledger; kept: {kept[:20]}")
     ordered = [s for s in [*existing, *plan.new] if s not in removable]
     # An edited shot gets new input versions, which marks its video stale; paying again is the user's call.
-    run_requests = range_run_requests(
-        partition_ranges(ordered, [*plan.new, *plan.changed], 500), shot_inputs_job.name, f"inputs-{digest[:12]}"
+    run_requests = shot_run_requests(
+        shot_runs(ordered, [*plan.new, *plan.changed]), shot_inputs_job.name, f"inputs-{digest[:12]}"
     )
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(
@@ -77,7 +77,7 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     default_status=DefaultSensorStatus.STOPPED,
     description="OFF by default because it SPENDS: turn it on to pay for the video of every pending shot of "
     "shots.csv ($0.19 per 6 s, $0.32 per 10 s, within HAILUO_DAILY_BUDGET_USD / HAILUO_TOTAL_BUDGET_USD), "
-    "100 shots per run. Shots fal refused, ambiguous submits and lost videos are left to a person.",
+    "one run per batch. Shots fal refused, ambiguous submits and lost videos are left to a person.",
 )
 def shots_generation_sensor(context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource):
     registered = context.instance.get_dynamic_partitions(SHOTS)
@@ -91,11 +91,11 @@ def shots_generation_sensor(context: SensorEvaluationContext, shots: ShotsResour
     ).hexdigest()[:12]
     context.log.info(f"requesting the videos of {len(plan.to_generate)} pending shot(s)")
     runs = plan_shot_runs(registered, plan.to_generate, manifest, SHOTS_PER_RUN)
-    return range_run_requests(runs, shots_job.name, f"generate-{digest}")
+    return shot_run_requests(runs, shots_job.name, f"generate-{digest}")
 
 
 MAX_SENSOR_RESUMES = 5  # past this, an orphan that keeps failing is left to a person (`hailuo report` lists it)
-RESUME_ONLY = {"ops": {"hailuo_shots": {"config": {"resume_only": True}}}}
+RESUME_ONLY = {"resume_only": True}
 
 
 @sensor(
@@ -123,5 +123,5 @@ def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogR
         "".join(f"{r.request_key}:{r.attempts}" for r in sorted(todo.values(), key=lambda r: r.request_key)).encode()
     ).hexdigest()[:12]
     context.log.info(f"resuming {len(todo)} orphaned request(s): {', '.join(sorted(todo))}")
-    ranges = partition_ranges(registered, list(todo), SHOTS_PER_RUN)
-    return range_run_requests(ranges, shot_videos_job.name, f"resume-{digest}", RESUME_ONLY)
+    runs = shot_runs(registered, list(todo), SHOTS_PER_RUN)
+    return shot_run_requests(runs, shot_videos_job.name, f"resume-{digest}", RESUME_ONLY)

@@ -1,0 +1,71 @@
+"""Batches on the paths users take: the total limit of requests at fal over runs and processes, one run per
+batch by default, and processes started together on one Dagster instance ending cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hailuo_pipeline.generation.planning import ShotRun, shot_runs
+from hailuo_pipeline_tests.helpers import hailuo, query
+from hailuo_pipeline_tests.shots import write_shots
+
+
+def test_a_batch_is_one_run_whatever_lies_between_its_shots():
+    order = [f"s{i}" for i in range(10)]
+    wanted = ["s8", "s1", "s4", "s5"]  # not next to each other: s2, s3, s6, s7 are done or not asked for
+    assert shot_runs(order, wanted) == [ShotRun("s1", "s8", ("s1", "s4", "s5", "s8"))]
+    assert shot_runs(order, wanted, 3) == [ShotRun("s1", "s5", ("s1", "s4", "s5")), ShotRun("s8", "s8", ("s8",))]
+    assert shot_runs(order, []) == []
+    (run,) = shot_runs(order, wanted)
+    assert run.step_config(resume_only=True) == {"resume_only": True, "only": ["s1", "s4", "s5", "s8"]}
+    assert ShotRun("s8", "s8", ("s8",)).step_config() == {}
+
+
+def _own_home(env: dict[str, str], home: Path) -> dict[str, str]:
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {**env, "DAGSTER_HOME": str(home)}
+
+
+def test_a_total_limit_holds_across_processes_and_is_used_in_full(workspace, emulator, subprocess_env, tmp_path):
+    """Two processes (each its own Dagster instance: machines sharing the ledger), each allowed 16 at fal
+    by its run, under HAILUO_MAX_IN_FLIGHT=3: fal never holds more than 3 jobs, and does hold 3."""
+    write_shots(workspace, [{"shot_id": f"s{i:02d}", "prompt": f"shot {i}"} for i in range(12)])
+    emulator.configure({"latency": {"queue_seconds": 0.3, "inference_seconds": 0.6}})
+    env = {**subprocess_env, "HAILUO_MAX_IN_FLIGHT": "3"}
+    halves = [[f"s{i:02d}" for i in range(0, 6)], [f"s{i:02d}" for i in range(6, 12)]]
+    children = [
+        hailuo(
+            ["materialize", *[arg for shot in half for arg in ("--shot", shot)]],
+            _own_home(env, tmp_path / f"home{n}"),
+            tmp_path,
+        )
+        for n, half in enumerate(halves)
+    ]
+    outputs = [child.communicate(timeout=240)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    stats = emulator.stats()
+    assert stats["submissions"] == 12
+    assert stats["peak_at_fal"] == 3
+    assert query(workspace, "SELECT count(*) FROM videos") == [(12,)]
+
+
+# Fresh instances, each with two commands started together. Without the instance lock, 1 of 12 such starts
+# here failed with `UNIQUE constraint failed: alembic_version.version_num` (Dagster creating its tables twice).
+# The first starts run whole batches; the rest `hailuo sync`, which opens the instance the same way, quicker.
+MATERIALIZE_STARTS, SYNC_STARTS = 2, 3
+
+
+def test_processes_started_together_on_one_instance_end_cleanly(workspace, emulator, subprocess_env, tmp_path):
+    """Two `hailuo` commands on one default (SQLite) Dagster instance at the same moment, on a fresh instance
+    each time: both exit 0 without a traceback, and the shots are paid for once in all."""
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(3)])
+    for start in range(MATERIALIZE_STARTS + SYNC_STARTS):
+        env = _own_home(subprocess_env, tmp_path / f"home{start}")
+        command = ["materialize"] if start < MATERIALIZE_STARTS else ["sync"]
+        pair = [hailuo(command, env, tmp_path) for _ in range(2)]
+        outputs = [child.communicate(timeout=240)[0] for child in pair]
+        for child, output in zip(pair, outputs, strict=True):
+            assert child.returncode == 0 and "Traceback" not in output, output[-3000:]
+    assert emulator.stats()["submissions"] == 3
+    assert query(workspace, "SELECT count(*) FROM videos") == [(3,)]
