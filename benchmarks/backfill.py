@@ -180,6 +180,12 @@ BACKFILL_STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) { __typename ... on PartitionBackfill { status } }
 }"""
+BACKFILL_RUNS = """
+query($id: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { runId creationTime startTime endTime } }
+  }
+}"""
 UNFINISHED = {"REQUESTED", "CANCELING", "FAILING"}
 
 
@@ -233,11 +239,25 @@ def daemon_backfill(env: dict[str, str], root: Path, shots: int) -> dict:
         wall = time.perf_counter() - started
         if status not in ("COMPLETED", "COMPLETED_SUCCESS"):
             raise RuntimeError(f"backfill ended {status}; see {root / 'dagster-dev.log'}")
+        launched_at = time.time() - wall
+        runs = httpx.post(
+            url, json={"query": BACKFILL_RUNS, "variables": {"id": launched["backfillId"]}}, timeout=60
+        ).json()["data"]["runsOrError"]["results"]
     finally:
         peak = memory.stop() if "memory" in locals() else 0.0
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
-    return {"wall": wall, "status": status, "peak_tree_rss_mb": peak}
+    return {
+        "wall": wall,
+        "status": status,
+        "peak_tree_rss_mb": peak,
+        "runs": len(runs),
+        # the daemon's share: its backfill loop runs every 30 s, the run queue every few seconds
+        "first_run_created": min(r["creationTime"] for r in runs) - launched_at,
+        "first_run_started": min(r["startTime"] for r in runs) - launched_at,
+        "last_run_ended": max(r["endTime"] for r in runs) - launched_at,
+        "runs_wall": max(r["endTime"] for r in runs) - min(r["startTime"] for r in runs),
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -371,6 +391,12 @@ def main() -> None:
                     "daemon_wall_seconds": round(daemon["wall"], 2),
                     "daemon_ratio": round(daemon["wall"] / baseline["wall"], 3),
                     "daemon_peak_tree_rss_mb": round(daemon["peak_tree_rss_mb"], 1),
+                    "daemon_runs": daemon["runs"],
+                    "daemon_first_run_created_seconds": round(daemon["first_run_created"], 2),
+                    "daemon_first_run_started_seconds": round(daemon["first_run_started"], 2),
+                    "daemon_last_run_ended_seconds": round(daemon["last_run_ended"], 2),
+                    "daemon_runs_wall_seconds": round(daemon["runs_wall"], 2),
+                    "daemon_runs_ratio": round(daemon["runs_wall"] / baseline["wall"], 3),
                 }
             )
         if args.per_run_shots:

@@ -73,10 +73,12 @@ def instance(settings: Settings) -> DagsterInstance:
         config = home / "dagster.yaml"
         if not config.exists():
             # the `fal` pool bounds simultaneous fal steps across runs; tune with `dagster instance concurrency
-            # set`. The instance hailuo creates for itself opts out of Dagster's usage statistics (its notice
-            # would otherwise interrupt the command's output); said in the file, where Dagster documents it.
+            # set`. The run queue starts a queued run within a second (Dagster's default waits up to 5 s). The
+            # instance hailuo creates for itself opts out of Dagster's usage statistics (its notice would
+            # otherwise interrupt the command's output); said in the file, where Dagster documents it.
             config.write_text(
                 "concurrency:\n  pools:\n    default_limit: 4\n"
+                "run_queue:\n  dequeue_interval_seconds: 1\n"
                 "# created by `hailuo`; set enabled: true to send Dagster usage statistics\n"
                 "telemetry:\n  enabled: false\n"
             )
