@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.generation.planning import ShotRun, shot_runs
 from hailuo_pipeline_tests.helpers import hailuo, query
 from hailuo_pipeline_tests.shots import write_shots
@@ -19,6 +22,25 @@ def test_a_batch_is_one_run_whatever_lies_between_its_shots():
     (run,) = shot_runs(order, wanted)
     assert run.step_config(resume_only=True) == {"resume_only": True, "only": ["s1", "s4", "s5", "s8"]}
     assert ShotRun("s8", "s8", ("s8",)).step_config() == {}
+
+
+def test_a_plain_materialize_is_one_run_spanning_what_it_leaves_alone(workspace, emulator):
+    """Pending shots with delivered ones between them: one run, which materializes only the pending ones."""
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(6)])
+    assert materialize(["s1", "s3"]).succeeded == ["s1", "s3"]
+    summary = materialize()
+    assert summary.requested == ["s0", "s2", "s4", "s5"] and summary.succeeded == summary.requested
+    (run_id,) = summary.run_ids
+    instance = DagsterInstance.get()
+    run = instance.get_run_by_id(run_id)
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+        "s0",
+        "s5",
+    )
+    made = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    videos = {r.event_log_entry.dagster_event.partition for r in made if r.asset_key == AssetKey("hailuo_video")}
+    assert videos == {"s0", "s2", "s4", "s5"}  # s1 and s3 were left alone, not re-materialized
+    assert emulator.stats()["submissions"] == 6
 
 
 def _own_home(env: dict[str, str], home: Path) -> dict[str, str]:

@@ -196,6 +196,8 @@ def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(p
     assert "0.19" in metadata.get_by_role("row").filter(has_text="cost_usd").inner_text()
     poster = show_markdown_image(page, metadata.get_by_role("row").filter(has_text="poster"), "fresh")
     assert poster.evaluate("i => [i.naturalWidth, i.complete]") == [192, True]
+    # the video alone was selected; its inputs were validated and materialized in the same run
+    wait_for_text(page, f"{base}/assets/source_image?view=partitions&partition=fresh", "manifest_row", seconds=30)
 
 
 def test_a_bad_shot_is_refused_with_its_fix_first(page, dagster_ui):
