@@ -43,10 +43,13 @@ _EMULATOR = EmulatorServer(_EMULATOR_DIR, port=_EMULATOR_PORT)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that talks to the emulator or runs Dagster (in a workspace of its own) is slow."""
+    """A test that talks to the emulator or runs Dagster (in a workspace of its own) is slow. The browser
+    tests go first: they share one `dagster dev` and run on one worker, which then joins the others, instead
+    of running alone at the end while the other worker waits (about 90 s of the suite's time)."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.get_closest_marker("ui") is None)  # stable: the order is otherwise kept
 
 
 @pytest.fixture(scope="session")

@@ -110,8 +110,11 @@ def page(dagster_ui, request) -> Iterator:
         browser = playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.set_default_timeout(60_000)
-        # Dagster's one-time community dialog may open at any moment in a new profile: dismissed whenever it
-        # appears, before any action (typed text would otherwise land in its e-mail field)
+        # Dagster's one-time community dialog, on localhost only, is not shown once dismissed in the browser
+        # (local storage `communityNux`): dismissed before any page loads, so it never covers another dialog
+        page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+        # should it open all the same, it is dismissed whenever it appears, before any action (typed text would
+        # otherwise land in its e-mail field)
         page.add_locator_handler(
             page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
         )
@@ -167,7 +170,7 @@ def wait_for_text(page, url: str, text: str, seconds: float = 180) -> None:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"{text!r} did not appear at {url} within {seconds:.0f} s")
-        page.wait_for_timeout(3000)
+        page.wait_for_timeout(1000)
 
 
 def test_cost_report_shows_the_spend_and_its_charts(page, dagster_ui):
