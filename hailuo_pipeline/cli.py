@@ -187,7 +187,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_outcome(summary)
     print(report_text("table"))
     print(
-        f"videos in {settings.video_location}; open the UI with `dagster dev` "
+        f"videos in {settings.video_location}; watch them with `hailuo review`; open the UI with `dagster dev` "
         f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )
     return 0 if not summary.failed else 1
