@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from hailuo_pipeline.local_servers import free_port  # noqa: E402  (stdlib only: fal_client stays unimported)
+from hailuo_pipeline.local_servers.dagster_dev import LocalDagsterDev  # noqa: E402
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY  # noqa: E402
 
 
@@ -195,28 +195,9 @@ def daemon_backfill(env: dict[str, str], root: Path, shots: int) -> dict:
     launch until the daemon reports it done. Returns the wall time, and when its run started and ended."""
     import httpx
 
-    port = free_port()
-    log = (root / "dagster-dev.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-p", str(port), "-h", "127.0.0.1"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
+    server = LocalDagsterDev(env, REPO, root / "dagster-dev.log").start(timeout_seconds=180)
+    url = f"{server.url}/graphql"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("dagster dev did not start")
-            time.sleep(1)
         time.sleep(5)  # the daemon and the code server settle; a user's `dagster dev` has been up for a while
         params = {
             "assetSelection": [{"path": ["source_image"]}, {"path": ["prompt"]}, {"path": ["hailuo_video"]}],
@@ -245,8 +226,7 @@ def daemon_backfill(env: dict[str, str], root: Path, shots: int) -> dict:
         ).json()["data"]["runsOrError"]["results"]
     finally:
         peak = memory.stop() if "memory" in locals() else 0.0
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        server.stop()
     return {
         "wall": wall,
         "status": status,

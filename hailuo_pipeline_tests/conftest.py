@@ -35,6 +35,7 @@ from hailuo_pipeline.emulator.server import EmulatorServer  # noqa: E402
 from hailuo_pipeline.emulator.state import EmulatorState, Latency  # noqa: E402
 from hailuo_pipeline.local_servers.postgres import LocalPostgres  # noqa: E402
 from hailuo_pipeline.local_servers.s3 import LocalS3  # noqa: E402
+from hailuo_pipeline_tests.helpers import new_dagster_home  # noqa: E402
 
 SLOW_FIXTURES = {"emulator", "emulator_server", "workspace", "subprocess_env"}
 # made now, served on first use: its CA file must exist before any HTTPS client reads SSL_CERT_FILE, in tests
@@ -72,10 +73,8 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorState:
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data directory and a DAGSTER_HOME of the test's own."""
     data = tmp_path / "data"
-    home = tmp_path / "dagster_home"
+    home = new_dagster_home(tmp_path / "dagster_home")
     data.mkdir()
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("HAILUO_DATA_DIR", str(data))
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     for name in ("HAILUO_DAILY_BUDGET_USD", "HAILUO_TOTAL_BUDGET_USD"):

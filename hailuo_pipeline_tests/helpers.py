@@ -26,6 +26,13 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def new_dagster_home(home: Path) -> Path:
+    """An empty Dagster instance directory whose `dagster.yaml` opts out of usage statistics."""
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
 def query(data_dir: Path, sql: str, params: list | None = None) -> list[tuple]:
     from hailuo_pipeline.catalog.store import Catalog
 

@@ -21,7 +21,7 @@ from hailuo_pipeline.catalog.report import build_report
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, VideoRow
 from hailuo_pipeline.catalog.snapshot import write_snapshot
 from hailuo_pipeline.model_limits import ENDPOINT_ID
-from hailuo_pipeline_tests.helpers import hailuo, wait_for
+from hailuo_pipeline_tests.helpers import hailuo, new_dagster_home, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
 pytestmark = pytest.mark.slow
@@ -49,9 +49,8 @@ def worker_env(shared: dict[str, str], root: Path, shots: list[str], template: P
     and temporary directory."""
     data, home, tmp = root / "data", root / "dagster_home", root / "tmp"
     (data / "images").mkdir(parents=True)
-    home.mkdir()
+    new_dagster_home(home)
     tmp.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     rows = (template / "shots.csv").read_text().splitlines()
     (data / "shots.csv").write_text("\n".join([rows[0], *(r for r in rows[1:] if r.split(",")[0] in shots)]) + "\n")
     for shot in shots:

@@ -9,7 +9,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.generation.planning import ShotRun, shot_runs
-from hailuo_pipeline_tests.helpers import hailuo, query
+from hailuo_pipeline_tests.helpers import hailuo, new_dagster_home, query
 from hailuo_pipeline_tests.shots import write_shots
 
 
@@ -44,9 +44,7 @@ def test_a_plain_materialize_is_one_run_spanning_what_it_leaves_alone(workspace,
 
 
 def _own_home(env: dict[str, str], home: Path) -> dict[str, str]:
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return {**env, "DAGSTER_HOME": str(home)}
+    return {**env, "DAGSTER_HOME": str(new_dagster_home(home))}
 
 
 def test_a_total_limit_holds_across_processes_and_is_used_in_full(workspace, emulator, subprocess_env, tmp_path):

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hailuo_pipeline.local_servers import apt_install, free_port
-from hailuo_pipeline_tests.helpers import REPO_ROOT, wait_for
+from hailuo_pipeline.local_servers import apt_install
+from hailuo_pipeline.local_servers.dagster_dev import LocalDagsterDev
+from hailuo_pipeline_tests.helpers import REPO_ROOT, new_dagster_home
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.xdist_group("ui")]
@@ -52,9 +53,7 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
     """One shot delivered and cost_report materialized headlessly, one fresh and one bad shot registered;
     then `dagster dev` on that instance with the emulator as fal."""
     root = tmp_path_factory.mktemp("ui")
-    data, home = root / "data", root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    data, home = root / "data", new_dagster_home(root / "dagster_home")
     write_shots(data, SHOTS)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("HAILUO_", "DAGSTER_"))},
@@ -73,31 +72,11 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
         "    report_asset(d, Settings.from_env())\n"
     )
     subprocess.run([sys.executable, "-c", prepare], env=env, cwd=REPO_ROOT, check=True, capture_output=True)
-    port = free_port()
-    log = (root / "dagster-dev.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-p", str(port), "-h", "127.0.0.1"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    import httpx
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+    server = LocalDagsterDev(env, REPO_ROOT, root / "dagster-dev.log").start(START_SECONDS)
     try:
-        wait_for(up, timeout=START_SECONDS, interval=1, what="dagster dev")
-        yield {"url": f"http://127.0.0.1:{port}", "data": data, "root": root}
+        yield {"url": server.url, "data": data, "root": root}
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.registry import record_shots
 from hailuo_pipeline.catalog.snapshot import SnapshotResult, write_snapshot
 from hailuo_pipeline.defs.assets.catalog_snapshot import catalog_snapshot, describe, snapshot_metadata
-from hailuo_pipeline.defs.automation.run_requests import STEP, range_tags
+from hailuo_pipeline.defs.automation.run_requests import STEP, run_target
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
@@ -147,12 +147,11 @@ def materialize(
         delivered: set[str] = set()
         wanted = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.STEP_FAILURE}
         for run in plan_shot_runs(registered, summary.requested, manifest, shots_per_run):
-            kwargs: dict[str, Any] = (
-                {"partition_key": run.start} if run.start == run.end else {"tags": range_tags(run.start, run.end)}
-            )
             run_config = {"ops": {STEP: {"config": run.step_config(**config)}}, "loggers": {"console": {}}}
             with one_planned_event_per_range():
-                result = job.execute_in_process(instance=dagster, run_config=run_config, raise_on_error=False, **kwargs)
+                result = job.execute_in_process(
+                    instance=dagster, run_config=run_config, raise_on_error=False, **run_target(run)
+                )
             summary.run_ids.append(result.run_id)
             # read from the instance: each shot's materialization is stored as it is delivered, also when a
             # later shot fails the step; the last failure of a retried step holds each failed shot's reason

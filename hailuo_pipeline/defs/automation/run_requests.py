@@ -3,6 +3,8 @@ naming its job, so the runs show under that name in the UI rather than as jobles
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import RunRequest
 
 from hailuo_pipeline.defs.compat import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -17,26 +19,21 @@ def shot_run_requests(
     requests = []
     for run in runs:
         config = run.step_config(**(step_config or {}))
-        run_config = {"ops": {STEP: {"config": config}}} if config else None
-        if run.start == run.end:
-            requests.append(
-                RunRequest(
-                    run_key=f"{key_prefix}:{run.start}",
-                    job_name=job_name,
-                    partition_key=run.start,
-                    run_config=run_config,
-                )
+        key = run.start if run.start == run.end else f"{run.start}..{run.end}:{len(run.shots)}"
+        requests.append(
+            RunRequest(
+                run_key=f"{key_prefix}:{key}",
+                job_name=job_name,
+                run_config={"ops": {STEP: {"config": config}}} if config else None,
+                **run_target(run),
             )
-        else:
-            requests.append(
-                RunRequest(
-                    run_key=f"{key_prefix}:{run.start}..{run.end}:{len(run.shots)}",
-                    job_name=job_name,
-                    tags=range_tags(run.start, run.end),
-                    run_config=run_config,
-                )
-            )
+        )
     return requests
+
+
+def run_target(run: ShotRun) -> dict[str, Any]:
+    """How a run names its shots to Dagster: one partition, or a range of them (tags)."""
+    return {"partition_key": run.start} if run.start == run.end else {"tags": range_tags(run.start, run.end)}
 
 
 def range_tags(start: str, end: str) -> dict[str, str]:
