@@ -53,6 +53,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("ui") is None)  # stable: the order is otherwise kept
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Two workers each starting `dagster dev` and Chromium overload two cores (the browser tests then time
+    out), so a grouped test fails at once when xdist did not keep its group on one worker."""
+    if getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group"):
+        if "@" not in item.nodeid:
+            pytest.fail(
+                "pytest-xdist did not keep this test's group on one worker (pytest-dev/pytest-xdist#1386):"
+                " install the dev extra's pytest",
+                pytrace=False,
+            )
+
+
 @pytest.fixture(scope="session")
 def emulator_server() -> Iterator[EmulatorServer]:
     server = _EMULATOR.start()

@@ -169,16 +169,29 @@ def test_same_shot_in_two_runs_started_together_submits_once(workspace, emulator
     assert query(workspace, "SELECT count(*) FROM videos") == [(1,)]
 
 
-def test_terminated_run_cancels_its_request_at_fal(workspace, emulator, subprocess_env):
-    write_shots(workspace, ONE)
+SIXTEEN = [{"shot_id": f"s{n:02d}", "prompt": "the tide comes in"} for n in range(16)]
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
+def test_a_stopped_run_cancels_every_request_at_fal(workspace, emulator, subprocess_env, stop, attempt):
+    """The signal lands while the event loop is busy with 16 requests polled every 10 ms: raised from a
+    signal handler, it was taken for a broken connection inside asyncio about one time in five and the run
+    went on paying. Each attempt is a new chance for it to land somewhere else."""
+    write_shots(workspace, SIXTEEN)
     emulator.configure({"latency": {"queue_seconds": 60.0}})
-    child = hailuo(["materialize"], subprocess_env, workspace.parent)
-    wait_for(lambda: emulator.stats()["calls"].get("status", 0) >= 1, what="the first status poll")
-    child.send_signal(signal.SIGTERM)
+    env = {**subprocess_env, "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.01"}
+    child = hailuo(["materialize"], env, workspace.parent)
+    wait_for(lambda: emulator.stats()["submissions"] == len(SIXTEEN), what="every shot's request")
+    polled = emulator.stats()["calls"].get("status", 0)
+    wait_for(lambda: emulator.stats()["calls"].get("status", 0) >= polled + 100, what="the requests being polled")
+    child.send_signal(stop)
     output = child.communicate(timeout=60)[0]
-    ((request_id, status, cost),) = requests(workspace, "request_id, status, cost_usd")
-    assert emulator.stats()["cancelled"] == [request_id], output
-    assert (status, cost) == ("cancelled", Decimal("0"))
+    assert child.returncode != 0, output
+    cancelled = requests(workspace, "request_id, status, cost_usd")
+    assert sorted(emulator.stats()["cancelled"]) == sorted(request_id for request_id, _, _ in cancelled), output
+    assert {(status, cost) for _, status, cost in cancelled} == {("cancelled", Decimal("0"))}
+    assert len(cancelled) == len(SIXTEEN)
 
 
 @pytest.mark.parametrize("force", [False])

@@ -109,7 +109,8 @@ class PollSchedule:
         while (left := deadline - time.monotonic()) > 0:
             news = self.estimate.news
             try:
-                await asyncio.wait_for(news.wait(), timeout=left)
+                async with asyncio.timeout(left):
+                    await news.wait()
             except TimeoutError:
                 return
             if self.since is not None and self.elapsed() >= self.estimate.last_finished_running:

@@ -72,7 +72,8 @@ class RequestFollower:
         while True:
             try:
                 # one call includes fal_client's own quick retries; bound it as a whole
-                status = await asyncio.wait_for(handle.status(with_logs=True), timeout=self.fal.call_timeout_seconds)
+                async with asyncio.timeout(self.fal.call_timeout_seconds):
+                    status = await handle.status(with_logs=True)
                 errors, failing_since = 0, None
             except fal_client.FalClientHTTPError as exc:
                 if exc.status_code == 404:
@@ -149,9 +150,8 @@ class RequestFollower:
     async def _fetch_result(self, row: RequestRow, handle: fal_client.AsyncRequestHandle) -> Any:
         for attempt in range(1, self.fal.max_poll_errors + 1):
             try:
-                return await asyncio.wait_for(
-                    handle.get(interval=self.fal.poll_interval_seconds), timeout=self.fal.call_timeout_seconds
-                )
+                async with asyncio.timeout(self.fal.call_timeout_seconds):
+                    return await handle.get(interval=self.fal.poll_interval_seconds)
             except fal_client.FalClientHTTPError as exc:
                 if exc.status_code == 404:
                     await self._lost(
@@ -183,9 +183,8 @@ class RequestFollower:
             )
         http_status, detail = None, status.error
         try:
-            await asyncio.wait_for(
-                handle.get(interval=self.fal.poll_interval_seconds), timeout=self.fal.call_timeout_seconds
-            )
+            async with asyncio.timeout(self.fal.call_timeout_seconds):
+                await handle.get(interval=self.fal.poll_interval_seconds)
         except fal_client.FalClientHTTPError as exc:
             http_status, detail = exc.status_code, describe_fal_detail(exc.message)
         except (httpx.HTTPError, TimeoutError, ValueError) as exc:

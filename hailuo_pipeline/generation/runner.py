@@ -151,7 +151,10 @@ class ShotGenerator:
 
         summary = None if self.follower.detailed_logs else asyncio.create_task(summarize())
         try:
-            return list(await asyncio.gather(*(one(shot) for shot in shots)))
+            # a task group, not gather: a cancelled batch returns only once every shot has stopped
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(shot)) for shot in shots]
+            return [task.result() for task in tasks]
         finally:
             if summary is not None:
                 summary.cancel()

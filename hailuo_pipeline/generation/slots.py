@@ -37,7 +37,8 @@ class RoomAtFal:
         if self._freed is None:
             self._freed = asyncio.Event()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._freed.wait(), timeout=self.poll_seconds)
+            async with asyncio.timeout(self.poll_seconds):
+                await self._freed.wait()
         self._freed.clear()
 
 

@@ -50,6 +50,7 @@ from hailuo_pipeline.defs.partitions import shots_backfill_policy, shots_partiti
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
 from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
 from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
+from hailuo_pipeline.generation.interrupts import BatchStopped, until_stopped
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.runner import ShotGenerator
 from hailuo_pipeline.review.contact_sheet import MAX_TILES, Tile, contact_sheet
@@ -330,8 +331,8 @@ def generate_all(
             return await generator.cancel_in_flight()
 
     try:
-        asyncio.run(generate())
-    except (DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
+        asyncio.run(until_stopped(generate()))
+    except (BatchStopped, DagsterExecutionInterruptedError, KeyboardInterrupt) as interrupt:
         cancelled = asyncio.run(cancel())
         writes.drain()
         # Not re-raised: Dagster answers an interrupt with the retry policy, and a retry of cancelled
