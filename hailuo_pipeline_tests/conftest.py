@@ -56,13 +56,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Two workers each starting `dagster dev` and Chromium overload two cores (the browser tests then time
     out), so a grouped test fails at once when xdist did not keep its group on one worker."""
-    if getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group"):
-        if "@" not in item.nodeid:
-            pytest.fail(
-                "pytest-xdist did not keep this test's group on one worker (pytest-dev/pytest-xdist#1386):"
-                " install the dev extra's pytest",
-                pytrace=False,
-            )
+    grouped = getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group")
+    if grouped and "@" not in item.nodeid:
+        pytest.fail(
+            "pytest-xdist did not keep this test's group on one worker (pytest-dev/pytest-xdist#1386):"
+            " install the dev extra's pytest",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

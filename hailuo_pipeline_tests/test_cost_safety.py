@@ -172,8 +172,9 @@ def test_same_shot_in_two_runs_started_together_submits_once(workspace, emulator
 SIXTEEN = [{"shot_id": f"s{n:02d}", "prompt": "the tide comes in"} for n in range(16)]
 
 
-@pytest.mark.parametrize("attempt", [1, 2])
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["kill", "ctrl-c"])
+@pytest.mark.parametrize(
+    ("stop", "attempt"), [(signal.SIGTERM, 1), (signal.SIGTERM, 2), (signal.SIGINT, 1)], ids=["kill", "kill", "ctrl-c"]
+)
 def test_a_stopped_run_cancels_every_request_at_fal(workspace, emulator, subprocess_env, stop, attempt):
     """The signal lands while the event loop is busy with 16 requests polled every 10 ms: raised from a
     signal handler, it was taken for a broken connection inside asyncio about one time in five and the run

@@ -73,6 +73,11 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
     )
     subprocess.run([sys.executable, "-c", prepare], env=env, cwd=REPO_ROOT, check=True, capture_output=True)
     server = LocalDagsterDev(env, REPO_ROOT, root / "dagster-dev.log").start(START_SECONDS)
+    # a row added while the UI is open, for the sensor test (the last one): the sensor ticks every 30 s,
+    # so it is added now and looked for after the other tests, instead of waited for
+    make_image(data / "images" / "added.jpg", seed=9)
+    with (data / "shots.csv").open("a") as manifest:
+        manifest.write("added,images/added.jpg,A row added while the UI is open,6,true\n")
     try:
         yield {"url": server.url, "data": data, "root": root}
     finally:
@@ -162,14 +167,6 @@ def test_cost_report_shows_the_spend_and_its_charts(page, dagster_ui):
     assert image.evaluate("i => i.naturalWidth") > 100
 
 
-def test_a_new_manifest_row_is_registered_by_the_sensor(page, dagster_ui):
-    data = dagster_ui["data"]
-    make_image(data / "images" / "added.jpg", seed=9)
-    with (data / "shots.csv").open("a") as manifest:
-        manifest.write("added,images/added.jpg,A row added while the UI is open,6,true\n")
-    wait_for_text(page, f"{dagster_ui['url']}/assets/source_image?view=partitions", "added", seconds=150)
-
-
 def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(page, dagster_ui):
     base = dagster_ui["url"]
     launch_partition(page, base, "hailuo_video", "fresh")
@@ -197,3 +194,9 @@ def test_a_bad_shot_is_refused_with_its_fix_first(page, dagster_ui):
     assert "Fix: set duration to 6 or 10" in failure[refusal : refusal + 300], failure[:1500]
     # Dagster prints its stack trace under every step failure; the shot's cause and fix come before it
     assert failure.find("Stack Trace") > failure.find("Fix: set duration"), failure[:1500]
+
+
+def test_a_new_manifest_row_is_registered_by_the_sensor(page, dagster_ui):
+    """The row was appended to shots.csv after the instance was prepared, with `dagster dev` running: only
+    shots_manifest_sensor (on by default) can have made it a partition."""
+    wait_for_text(page, f"{dagster_ui['url']}/assets/source_image?view=partitions", "added", seconds=150)
