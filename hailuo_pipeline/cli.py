@@ -187,10 +187,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_outcome(summary)
     print(report_text("table"))
     print(
-        f"videos in {settings.video_location}; watch them with `hailuo review`; open the UI with `dagster dev` "
+        f"videos in {settings.video_location}; watch them with `hailuo review`; open the UI with `hailuo ui` "
         f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )
     return 0 if not summary.failed else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Dagster's UI, daemon and code server on this project's instance (becomes `dagster dev`)."""
+    from hailuo_pipeline.defs.headless import dagster_dev_command
+
+    command, env = dagster_dev_command(Settings.from_env(), args.host, args.port)
+    sys.stdout.flush()
+    os.execve(command[0], command, env)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -282,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     review.add_argument("--out", help="the page to write (default: $HAILUO_DATA_DIR/review/index.html)")
     review.add_argument("--dagster-url", default="http://localhost:3000", help="where the page links runs to")
     review.set_defaults(func=cmd_review)
+
+    ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the instance the commands use")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
 
     snap = commands.add_parser("snapshot", help="shared mode: copy the PostgreSQL ledger into a DuckDB catalog file")
     snap.add_argument("--full", action="store_true", help="copy every row, not only what changed")

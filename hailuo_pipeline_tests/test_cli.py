@@ -87,3 +87,30 @@ def test_sync_prune_removes_partitions_with_no_row_never_requested(tmp_path):
     assert "removed 1 partition(s) with no row, never requested: stray" in pruned.stdout, pruned.stdout
     with DagsterInstance.from_config(str(data / "dagster_home")) as instance:
         assert instance.get_dynamic_partitions("shots") == ["a"]
+
+
+def test_hailuo_ui_is_dagster_dev_on_the_commands_instance_as_the_same_code_location(tmp_path, monkeypatch):
+    import tomllib
+
+    import yaml
+
+    from hailuo_pipeline.defs.headless import PLANNED_EVENTS_PER_RANGE, dagster_dev_command
+    from hailuo_pipeline.settings import Settings
+
+    monkeypatch.setenv("HAILUO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv(PLANNED_EVENTS_PER_RANGE, raising=False)
+    command, env = dagster_dev_command(Settings.from_env(), "127.0.0.1", 3123)
+    home = tmp_path / "data" / "dagster_home"
+    assert env["DAGSTER_HOME"] == str(home) and (home / "dagster.yaml").exists()
+    assert command[1:4] == ["-m", "dagster", "dev"] and command[-4:] == ["-h", "127.0.0.1", "-p", "3123"]
+    (location,) = yaml.safe_load(Path(command[command.index("-w") + 1]).read_text())["load_from"]
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["dagster"]
+    # the same location as `dagster dev` in the repo root: sensors' on/off state is kept per location
+    assert location["python_module"] == {
+        "module_name": project["module_name"],
+        "location_name": project["code_location_name"],
+    }
+    assert env[PLANNED_EVENTS_PER_RANGE] == "true"
+    monkeypatch.setenv(PLANNED_EVENTS_PER_RANGE, "false")  # a value the user set is theirs
+    assert dagster_dev_command(Settings.from_env(), "127.0.0.1", 3123)[1][PLANNED_EVENTS_PER_RANGE] == "false"

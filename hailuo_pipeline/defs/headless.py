@@ -206,21 +206,41 @@ def failed_shots(failure: Any, targets: list[str]) -> dict[str, ShotReason]:
     return {s: ShotReason(message, "see the run's log in Dagster") for s in targets}
 
 
+PLANNED_EVENTS_PER_RANGE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+def dagster_dev_command(settings: Settings, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """`dagster dev` on the instance the other commands use (created as they create it), from any folder,
+    as the same code location as `dagster dev` in the repo root (sensors' on/off state is kept per location).
+    Its daemon creates sensor and backfill runs with one "materialization planned" event per asset and range,
+    as `hailuo materialize` does (see one_planned_event_per_range): 1,500 SQLite writes, about 20 s, before
+    a 500-shot backfill's run could start."""
+    home = Path(instance(settings).root_directory)
+    workspace = home / "hailuo-workspace.yaml"
+    workspace.write_text(
+        "load_from:\n  - python_module:\n      module_name: hailuo_pipeline.defs.definitions\n"
+        "      location_name: hailuo_pipeline\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env.setdefault(PLANNED_EVENTS_PER_RANGE, "true")
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    return command, env
+
+
 @contextmanager
 def one_planned_event_per_range() -> Iterator[None]:
     """Create runs with one "materialization planned" event per asset for the run's range, instead of one
     per shot and asset (600 SQLite writes, about 4.5 s, for 200 shots before the first request). Dagster
     then cannot mark failed shots itself; the step plans those individually (InstanceWriter.mark_failed).
     A value set in the environment is left as it is."""
-    name = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-    if name in os.environ:
+    if PLANNED_EVENTS_PER_RANGE in os.environ:
         yield
         return
-    os.environ[name] = "true"
+    os.environ[PLANNED_EVENTS_PER_RANGE] = "true"
     try:
         yield
     finally:
-        del os.environ[name]
+        del os.environ[PLANNED_EVENTS_PER_RANGE]
 
 
 def console():

@@ -1,6 +1,6 @@
-"""`dagster dev` (webserver, daemon, code server) on a free port, for the browser tests and the benchmark of a
-UI backfill: started in its own process group, ready once its webserver answers, stopped with everything it
-started."""
+"""`hailuo ui`, which becomes `dagster dev` (webserver, daemon, code server), on a free port, for the browser
+tests and the benchmark of a UI backfill: started in its own process group, ready once its webserver answers,
+stopped with everything it started."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class LocalDagsterDev:
 
         self._log = self.log_path.open("w")
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-p", str(self.port), "-h", "127.0.0.1"],
+            [sys.executable, "-m", "hailuo_pipeline.cli", "ui", "--port", str(self.port), "--host", "127.0.0.1"],
             env=self.env,
             cwd=self.cwd,
             stdout=self._log,
