@@ -218,8 +218,8 @@ def dagster_dev_command(settings: Settings, host: str, port: int) -> tuple[list[
     home = Path(instance(settings).root_directory)
     workspace = home / "hailuo-workspace.yaml"
     workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: hailuo_pipeline.defs.definitions\n"
-        "      location_name: hailuo_pipeline\n"
+        f"load_from:\n  - python_module:\n      module_name: {build_definitions.__module__}\n"
+        "      location_name: hailuo_pipeline\n"  # pyproject's [tool.dagster] code_location_name
     )
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     env.setdefault(PLANNED_EVENTS_PER_RANGE, "true")
