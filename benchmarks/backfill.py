@@ -40,7 +40,8 @@ from hailuo_pipeline.local_servers.dagster_dev import LocalDagsterDev  # noqa: E
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY  # noqa: E402
 
 
-def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[subprocess.Popen, dict[str, str]]:
+def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[subprocess.Popen, dict[str, str], str]:
+    """The emulator, the environment that points fal_client at it, and its admin token (for `at_fal`)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
@@ -65,6 +66,14 @@ def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[sub
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert process.stdout is not None
+    admin = ""
+    while not admin:  # printed before it serves
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("emulator exited before it started")
+        if line.strip().startswith("x-emulator-admin:"):
+            admin = line.split(":", 1)[1].strip()
     fal_env = {
         "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{port}",
         "SSL_CERT_FILE": str(state_dir / "emulator-ca.pem"),
@@ -78,11 +87,26 @@ def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[sub
             if (state_dir / "emulator-ca.pem").exists() and httpx.get(
                 f"https://127.0.0.1:{port}/_emulator/health", verify=str(state_dir / "emulator-ca.pem")
             ).status_code == 200:
-                return process, fal_env
+                return process, fal_env, admin
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     raise RuntimeError("emulator did not start")
+
+
+def at_fal(fal_env: dict[str, str], admin: str, first_job: int, jobs: int) -> float:
+    """How many of one path's jobs fal held on average (its jobs are the `jobs` created after the first
+    `first_job`): C means the pipeline kept every place at fal busy from its first submit to its last end."""
+    import httpx
+
+    from hailuo_pipeline.emulator.state import mean_at_fal
+
+    stats = httpx.get(
+        f"https://{fal_env['FAL_QUEUE_RUN_HOST']}/_emulator/stats",
+        headers={"x-emulator-admin": admin},
+        verify=fal_env["SSL_CERT_FILE"],
+    ).json()
+    return round(mean_at_fal(tuple(span) for span in stats["spans_at_fal"][first_job : first_job + jobs]), 1)
 
 
 def write_workspace(root: Path, shots: int) -> Path:
@@ -314,7 +338,7 @@ def main() -> None:
     paths = [p for p in args.paths.split(",") if p]
 
     root = Path(tempfile.mkdtemp(prefix="hailuo-bench-"))
-    emulator, fal_env = start_emulator(root / "emulator", args.queue_seconds, args.inference_seconds)
+    emulator, fal_env, admin = start_emulator(root / "emulator", args.queue_seconds, args.inference_seconds)
     servers: list = []
     if args.catalog == "postgres":
         from hailuo_pipeline.local_servers.postgres import LocalPostgres
@@ -349,6 +373,8 @@ def main() -> None:
         )
         figures["bare_wall_seconds"] = round(baseline["wall"], 2)
         figures["bare_cpu_seconds_per_shot"] = round(baseline["cpu"] / args.shots, 4)
+        figures["bare_mean_at_fal"] = at_fal(fal_env, admin, 2, args.shots)
+        jobs_so_far = 2 + args.shots
         if "cli" in paths:
             env = workspace_env(base, root / "cli", args.shots, "cli")
             cli = measured([*hailuo, "materialize"], env, root / "cli" / "pipeline.log")
@@ -360,8 +386,10 @@ def main() -> None:
                     "cli_last_delivery_seconds": _round(cli["last_delivery"]),
                     "cli_cpu_seconds_per_shot": round(cli["cpu"] / args.shots, 4),
                     "cli_peak_rss_mb": round(cli["max_rss_mb"], 1),
+                    "cli_mean_at_fal": at_fal(fal_env, admin, jobs_so_far, args.shots),
                 }
             )
+            jobs_so_far += args.shots
         if "daemon" in paths:
             env = workspace_env(base, root / "daemon", args.shots, "daemon")
             run_child([*hailuo, "sync"], env)  # the shots are registered, as the manifest sensor does
@@ -377,6 +405,7 @@ def main() -> None:
                     "daemon_last_run_ended_seconds": round(daemon["last_run_ended"], 2),
                     "daemon_runs_wall_seconds": round(daemon["runs_wall"], 2),
                     "daemon_runs_ratio": round(daemon["runs_wall"] / baseline["wall"], 3),
+                    "daemon_mean_at_fal": at_fal(fal_env, admin, jobs_so_far, args.shots),
                 }
             )
         if args.per_run_shots:

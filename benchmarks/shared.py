@@ -85,7 +85,7 @@ def main() -> None:
     from hailuo_pipeline.local_servers.s3 import LocalS3
 
     root = Path(tempfile.mkdtemp(prefix="hailuo-bench-shared-"))
-    emulator, fal_env = start_emulator(root / "emulator", args.queue_seconds, args.inference_seconds)
+    emulator, fal_env, _ = start_emulator(root / "emulator", args.queue_seconds, args.inference_seconds)
     postgres = LocalPostgres().start()
     s3 = LocalS3().start()
     try:

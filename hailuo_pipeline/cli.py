@@ -199,6 +199,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     command, env = dagster_dev_command(Settings.from_env(), args.host, args.port)
     sys.stdout.flush()
+    # a script's background job ignores Ctrl-C, and an ignored signal survives exec: dagster dev would
+    # then map SIGTERM to "ignore" too and could never be stopped (it shuts down on SIGINT or SIGTERM)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_DFL)
     os.execve(command[0], command, env)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dagster import AssetKey, AssetPartitionStatus, DagsterInstance
 
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.generation.slots import FalSlot
 from hailuo_pipeline_tests.helpers import query, reason
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -59,3 +62,44 @@ def test_a_shots_place_at_fal_is_given_back_before_its_download(workspace, emula
     assert len(jobs) == 3 and all(job.downloaded_at is not None for job in jobs)
     assert jobs[1].created < jobs[0].downloaded_at and jobs[2].created < jobs[1].downloaded_at
     assert emulator.stats()["peak_at_fal"] == 1
+
+
+async def _settle() -> None:
+    """Let every task that can run, run until it waits (the loop is single-threaded: no timing involved)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_shots_get_ready_while_the_places_at_fal_are_taken():
+    """With C places taken, C more shots are let in ahead (to be validated, their orphans taken over) and no
+    more; a place given back goes to a ready shot at once, and lets the next shot in ahead."""
+
+    async def scenario() -> None:
+        gate, ahead = asyncio.Semaphore(2), asyncio.Semaphore(2)
+        slots = [FalSlot(gate, ahead) for _ in range(6)]
+        entered: list[int] = []
+
+        async def enter(i: int) -> None:
+            await slots[i].__aenter__()
+            entered.append(i)
+
+        for i in (0, 1):
+            await enter(i)
+            await slots[i].take()
+        waiting = [asyncio.create_task(enter(i)) for i in range(2, 6)]
+        await _settle()
+        assert entered == [0, 1, 2, 3]  # two ready ahead, two more kept out
+        taking = asyncio.create_task(slots[2].take())
+        await _settle()
+        assert not taking.done()  # both places are held
+        await slots[0].__aexit__(None, None, None)  # fal finished shot 0: its place goes to ready shot 2
+        await _settle()
+        assert taking.done() and entered == [0, 1, 2, 3, 4]  # ...which left room ahead for shot 4
+        slots[1].release()  # given back before its download; leaving later gives nothing back twice
+        await slots[1].__aexit__(None, None, None)
+        await _settle()
+        assert entered == [0, 1, 2, 3, 4] and not gate.locked()  # a place is free: shot 3 has not asked yet
+        for task in waiting:
+            task.cancel()
+
+    asyncio.run(scenario())

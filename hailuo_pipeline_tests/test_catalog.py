@@ -1,5 +1,5 @@
-"""The embedded catalog file: upgrades in place, the report command, exiting while a close is under way
-(the tests both backends share are in test_backends.py)."""
+"""The embedded catalog file: upgrades in place, the report command, exiting while a close is under way,
+sharing the file between processes (the tests both backends share are in test_backends.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from hailuo_pipeline.catalog import store
 from hailuo_pipeline.catalog.backends import open_catalog
 from hailuo_pipeline.catalog.schema import LATEST_VERSION
 from hailuo_pipeline.catalog.store import (
@@ -24,7 +25,7 @@ from hailuo_pipeline.catalog.store import (
 )
 from hailuo_pipeline.cli import main as hailuo_main
 from hailuo_pipeline.model_limits import ENDPOINT_ID
-from hailuo_pipeline_tests.helpers import REPO_ROOT
+from hailuo_pipeline_tests.helpers import REPO_ROOT, wait_for
 from hailuo_pipeline_tests.test_backends import seed_known_rows
 
 
@@ -88,6 +89,39 @@ def test_exit_waits_for_a_close_already_under_way(tmp_path):
     assert not path.with_name(path.name + ".wal").exists()  # the checkpoint on close finished
     with Catalog(path).connect(read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM bulk WHERE h LIKE '%x'").fetchone() == (100000,)
+
+
+_WRITE_ONE_ROW = """
+import sys
+from hailuo_pipeline.catalog.store import Catalog
+with Catalog(sys.argv[1], patience_seconds=60).connect() as conn:
+    conn.execute("INSERT INTO t VALUES (2)")
+"""
+
+
+def test_a_holder_keeps_the_file_while_nobody_waits_and_steps_aside_when_a_process_asks(tmp_path):
+    """Each step aside costs a close (a checkpoint) and a reopen: a lone process keeps its connection past
+    max_hold_seconds; one that finds the file locked says so, and gets its turn at the holder's next commit."""
+    catalog = Catalog(tmp_path / "c.duckdb", linger_seconds=600, max_hold_seconds=0, max_hold_unasked_seconds=600)
+    try:
+        with catalog.connect() as conn:
+            conn.execute("CREATE TABLE t (n INT)")
+        held = store._held[catalog.path]
+        with catalog.connect() as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+        assert store._held[catalog.path] is held  # past max_hold_seconds, and nobody asked: kept
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITE_ONE_ROW, catalog.path], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True
+        )
+        wait_for(lambda: Path(catalog.waiting_path).exists(), what="the second process to ask for the file")
+        with catalog.connect() as conn:
+            conn.execute("INSERT INTO t VALUES (3)")
+        assert catalog.path not in store._held  # asked: stepped aside at this commit
+        assert child.wait(timeout=60) == 0, child.stderr.read() if child.stderr else ""
+        with catalog.connect(read_only=True) as conn:
+            assert sorted(n for (n,) in conn.execute("SELECT n FROM t").fetchall()) == [1, 2, 3]
+    finally:
+        catalog.close()
 
 
 MOUNTS = """\

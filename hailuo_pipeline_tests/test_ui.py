@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -72,7 +73,13 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
         "    report_asset(d, Settings.from_env())\n"
     )
     subprocess.run([sys.executable, "-c", prepare], env=env, cwd=REPO_ROOT, check=True, capture_output=True)
-    server = LocalDagsterDev(env, REPO_ROOT, root / "dagster-dev.log").start(START_SECONDS)
+    # started as from a script's background job, which ignores Ctrl-C (an ignored signal survives exec):
+    # `hailuo ui` must still stop on SIGTERM, as the teardown checks
+    interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        server = LocalDagsterDev(env, REPO_ROOT, root / "dagster-dev.log").start(START_SECONDS)
+    finally:
+        signal.signal(signal.SIGINT, interrupt)
     # a row added while the UI is open, for the sensor test (the last one): the sensor ticks every 30 s,
     # so it is added now and looked for after the other tests, instead of waited for
     make_image(data / "images" / "added.jpg", seed=9)
@@ -81,7 +88,7 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
     try:
         yield {"url": server.url, "data": data, "root": root}
     finally:
-        server.stop()
+        assert server.stop(), "hailuo ui did not stop on SIGTERM; it had to be killed"
 
 
 @pytest.fixture

@@ -219,6 +219,11 @@ class RequestLedger(LedgerTransitions):
         )
         return standings
 
+    def shots_in_flight(self) -> set[str]:
+        """The shots with a request fal may still have or be finishing (only in-flight rows are read)."""
+        with self.store.transaction(read_only=True) as t:
+            return {row.shot_id for row in t.requests(statuses=ACTIVE)}
+
     def orphans(self) -> list[RequestRow]:
         """Requests fal has that no live process follows, oldest first (only in-flight rows are read)."""
         with self.store.transaction(read_only=True) as t:

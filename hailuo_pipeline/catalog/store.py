@@ -2,13 +2,16 @@
 
 DuckDB lets one process open the file read-write at a time. Each catalog operation is one short
 transaction; a process keeps its connection for a moment after a transaction (opening costs ~15 ms,
-a transaction ~1 ms) but never longer than `max_hold_seconds` at a stretch, then steps aside so other
-processes, retrying with jitter, get their turn. No connection is held while waiting on fal.
+a transaction ~1 ms). A process that finds the file locked says so by touching a sidecar file
+(`<catalog>.waiting`) while it retries; the holder, after `max_hold_seconds` at a stretch, steps aside
+as soon as it sees that, so the others get their turn, and keeps the connection while nobody waits (each
+step aside costs a close, a checkpoint and a reopen). No connection is held while waiting on fal.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import random
 import threading
@@ -85,6 +88,7 @@ class _Held:
     conn: duckdb.DuckDBPyConnection
     opened_at: float
     last_used: float
+    opened_ns: int  # wall clock, to compare with the waiting sidecar's mtime
     closer: threading.Timer | None = None
 
 
@@ -134,8 +138,11 @@ class Catalog:
         patience_seconds: float = 120.0,
         linger_seconds: float = 0.05,
         max_hold_seconds: float = 0.25,
+        max_hold_unasked_seconds: float = 5.0,
     ) -> None:
         self.path = str(Path(path).resolve())
+        self.waiting_path = self.path + ".waiting"
+        self.max_hold_unasked_seconds = max_hold_unasked_seconds  # in case a waiter cannot touch the sidecar
         self.patience_seconds = patience_seconds
         self.linger_seconds = linger_seconds
         self.max_hold_seconds = max_hold_seconds
@@ -155,11 +162,26 @@ class Catalog:
                 raise
             conn.execute("ROLLBACK" if read_only else "COMMIT")
             held.last_used = time.monotonic()
-            if held.last_used - held.opened_at > self.max_hold_seconds:
+            if self._should_step_aside(held):
                 _release(self.path)
                 time.sleep(0.02)  # step aside: other processes are retrying for the lock
             elif held.closer is None:
                 self._schedule_close(held, self.linger_seconds)
+
+    def _should_step_aside(self, held: _Held) -> bool:
+        holding = held.last_used - held.opened_at
+        if holding <= self.max_hold_seconds:
+            return False
+        if holding > self.max_hold_unasked_seconds:
+            return True
+        try:
+            return os.stat(self.waiting_path).st_mtime_ns >= held.opened_ns
+        except OSError:
+            return False
+
+    def _say_waiting(self) -> None:
+        with contextlib.suppress(OSError):  # the holder still steps aside after max_hold_unasked_seconds
+            Path(self.waiting_path).touch(mode=0o600)
 
     def close(self) -> None:
         with self._lock:
@@ -176,7 +198,7 @@ class Catalog:
             conn.close()
             raise
         now = time.monotonic()
-        held = _held[self.path] = _Held(conn, now, now)
+        held = _held[self.path] = _Held(conn, now, now, time.time_ns())
         return held
 
     def _schedule_close(self, held: _Held, delay: float) -> None:
@@ -229,6 +251,7 @@ class Catalog:
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 if not _is_lock_conflict(exc):
                     raise
+                self._say_waiting()
                 if time.monotonic() > deadline:
                     raise CatalogBusyError(
                         f"catalog {self.path} stayed locked for {self.patience_seconds:.0f} s: {exc}"

@@ -43,10 +43,18 @@ class LedgerTransitions:
                 self._change(t, row, {"status": status, "started_at": started}, detail)
 
     def mark_completed(
-        self, request_key: str, result: dict[str, Any], video_url: str, inference_seconds: float | None
+        self,
+        request_key: str,
+        result: dict[str, Any],
+        video_url: str,
+        inference_seconds: float | None,
+        polls: int = 0,
     ) -> None:
-        """fal finished and billed: store the result before anything else can go wrong."""
+        """fal finished and billed: store the result before anything else can go wrong (and the status
+        calls it took, in the same transaction)."""
         with self.store.transaction() as t:
+            if polls:
+                t.add_polls(request_key, polls)
             row = one_row(t, request_key)
             if row.status not in ACTIVE or row.status is Status.COMPLETED:
                 return

@@ -187,6 +187,16 @@ def peak_at_fal(jobs: Iterable[Job]) -> int:
     return peak
 
 
+def mean_at_fal(spans: Iterable[tuple[float, float]]) -> float:
+    """How many jobs were queued or running on average, from the first submit to the last job's end,
+    given each job's (created, ends)."""
+    spans = list(spans)
+    if not spans:
+        return 0.0
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    return sum(end - start for start, end in spans) / elapsed if elapsed > 0 else float(len(spans))
+
+
 class EmulatorState:
     def __init__(self, config: EmulatorConfig | None = None, render_workers: int = 2) -> None:
         self.config = config or EmulatorConfig()
@@ -230,6 +240,7 @@ class EmulatorState:
                 "submissions_by_prompt": dict(self.submissions_by_prompt),
                 "cancelled": list(self.cancelled),
                 "peak_at_fal": peak_at_fal(self.jobs.values()),
+                "spans_at_fal": sorted((job.created, job.ends) for job in self.jobs.values()),
                 "config": asdict(self.config),
             }
 

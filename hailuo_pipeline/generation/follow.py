@@ -16,7 +16,7 @@ import httpx
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow, Status
 from hailuo_pipeline.fal.config import FalSettings
-from hailuo_pipeline.fal.hooks import counting_status_calls
+from hailuo_pipeline.fal.hooks import StatusCalls, counting_status_calls
 from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
 from hailuo_pipeline.fal.replies import BadReply, NoVideo, VideoEntry, checked_video
 from hailuo_pipeline.generation.errors import (
@@ -52,11 +52,14 @@ class RequestFollower:
         assert row.request_id is not None
         with counting_status_calls() as calls:
             try:
-                return await self._follow(row, row.request_id, submitted_at), calls.count
+                return await self._follow(row, row.request_id, submitted_at, calls), calls.count
             finally:
-                await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count)
+                if calls.count > calls.recorded:  # a completed request's calls are stored with its result
+                    await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count - calls.recorded)
 
-    async def _follow(self, row: RequestRow, request_id: str, submitted_at: float | None) -> VideoEntry:
+    async def _follow(
+        self, row: RequestRow, request_id: str, submitted_at: float | None, calls: StatusCalls
+    ) -> VideoEntry:
         handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
         shot_id = row.shot_id
         errors, last_position, seen_logs = 0, None, 0
@@ -97,9 +100,6 @@ class RequestFollower:
                 if status.position != last_position and self.detailed_logs:
                     self.log.info(f"{shot_id}: in queue at position {status.position}")
                 last_position = status.position
-                if recorded in (Status.RESERVED, Status.SUBMITTED):
-                    await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_QUEUE)
-                    recorded = Status.IN_QUEUE
             elif isinstance(status, fal_client.InProgress):
                 if recorded is not Status.IN_PROGRESS:
                     await asyncio.to_thread(self.ledger.mark_progress, row.request_key, Status.IN_PROGRESS)
@@ -129,7 +129,9 @@ class RequestFollower:
         metrics = status.metrics if isinstance(status.metrics, dict) else {}
         inference = metrics.get("inference_time")
         inference = float(inference) if isinstance(inference, int | float) and 0 <= inference < 86400 else None
-        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video.url, inference)
+        polls = calls.count
+        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video.url, inference, polls)
+        calls.recorded = polls
         return video
 
     async def _poll_failed(

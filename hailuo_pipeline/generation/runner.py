@@ -78,6 +78,7 @@ class ShotGenerator:
         self._leases: asyncio.Task[None] | None = None
         self._sweep: asyncio.Task[None] | None = None
         self.room = RoomAtFal()
+        self._unsettled: set[str] | None = None  # a batch's shots with requests in flight when it started
 
     async def __aenter__(self) -> ShotGenerator:
         self._client = self.fal.client()
@@ -128,12 +129,15 @@ class ShotGenerator:
     ) -> list[ShotOutcome]:
         """Each shot validated, then paid for once and delivered, `concurrency` at a time. `on_valid`
         hears of each shot that passed validation (before its request), `on_done` of each outcome."""
-        gate = asyncio.Semaphore(max(1, concurrency))
+        gate, ahead = asyncio.Semaphore(max(1, concurrency)), asyncio.Semaphore(max(1, concurrency))
         self.follower.detailed_logs = len(shots) <= DETAILED_LOG_SHOTS
         finished: list[ShotOutcome] = []
+        # one read, not a transaction per shot: only these shots can have orphans to take over (one orphaned
+        # mid-batch is resumed by the claim if its inputs are the same, else by the orphan sensor or next run)
+        self._unsettled = await asyncio.to_thread(self.ledger.shots_in_flight)
 
         async def one(shot: Shot) -> ShotOutcome:
-            async with FalSlot(gate, self.room) as slot:
+            async with FalSlot(gate, ahead, self.room) as slot:
                 outcome = await self.generate(shot, on_valid, slot)
             finished.append(outcome)
             if on_done is not None:
@@ -165,7 +169,8 @@ class ShotGenerator:
         started = time.monotonic()
         outcome = ShotOutcome(shot.shot_id)
         try:
-            if await self._resume_left_behind(shot.shot_id, outcome, slot):
+            unsettled = self._unsettled is None or shot.shot_id in self._unsettled
+            if unsettled and await self._resume_left_behind(shot.shot_id, outcome, slot):
                 pass  # the paid video an earlier run left behind is this attempt's video
             elif self.options.resume_only:
                 outcome.skipped = "no request left behind to resume"
@@ -221,6 +226,8 @@ class ShotGenerator:
             partition_key=request.shot_id,
             owner=self.owner,
         )
+        if slot is not None:
+            await slot.take()
         claim = await self._claim(new)
         row = claim.row
         assert row is not None
@@ -303,6 +310,8 @@ class ShotGenerator:
         assert row.request_id is not None
         video: VideoEntry | None = None
         if row.status not in (Status.COMPLETED, Status.SUCCEEDED) or not row.video_url:
+            if slot is not None:
+                await slot.take()
             self.in_flight[row.request_key] = (row.request_id, row.shot_id)
             try:
                 video, polls = await self.follower.follow(row, submitted_at)

@@ -43,21 +43,40 @@ class RoomAtFal:
 
 
 class FalSlot:
-    """One of a batch's `concurrency` places at fal: held from the claim until fal has finished the
-    request, then given back, so the next shot is submitted while this one's video downloads."""
+    """One shot's way to one of a batch's `concurrency` places at fal.
 
-    def __init__(self, gate: asyncio.Semaphore, room: RoomAtFal | None = None) -> None:
+    Entering it joins the batch's lookahead (`ahead`, also `concurrency` shots): a shot is validated and
+    its orphans taken over there, while others hold the places, so a freed place is used at once instead of
+    after that work. `take()` waits for a place, just before the ledger's claim, and leaves the lookahead.
+    The place is given back once fal has finished the request, so the next shot is submitted while this
+    one's video downloads."""
+
+    def __init__(self, gate: asyncio.Semaphore, ahead: asyncio.Semaphore, room: RoomAtFal | None = None) -> None:
         self._gate = gate
+        self._ahead = ahead
         self._room = room
         self._held = False
+        self._waiting = False
 
     async def __aenter__(self) -> FalSlot:
-        await self._gate.acquire()
-        self._held = True
+        await self._ahead.acquire()
+        self._waiting = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+        self._leave_lookahead()
+
+    async def take(self) -> None:
+        if not self._held:
+            await self._gate.acquire()
+            self._held = True
+            self._leave_lookahead()
+
+    def _leave_lookahead(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._ahead.release()
 
     def release(self) -> None:
         if self._held:

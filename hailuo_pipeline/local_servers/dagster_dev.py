@@ -60,12 +60,20 @@ class LocalDagsterDev:
                 raise RuntimeError(f"dagster dev did not start within {timeout_seconds:.0f} s; see {self.log_path}")
             time.sleep(1)
 
-    def stop(self) -> None:
+    def stop(self, timeout_seconds: float = 60) -> bool:
+        """Stop it as Ctrl-C would; True if it shut down by itself, False if it had to be killed."""
+        clean = True
         if self._process is not None:
             if self._process.poll() is None:
                 os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(timeout=60)
+            try:
+                self._process.wait(timeout=timeout_seconds)
+            except subprocess.TimeoutExpired:
+                clean = False
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(timeout=30)
             self._process = None
         if self._log is not None:
             self._log.close()
             self._log = None
+        return clean
