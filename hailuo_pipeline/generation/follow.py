@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import fal_client
@@ -46,19 +47,27 @@ class RequestFollower:
         self.completion = CompletionEstimate()
         self.detailed_logs = True
 
-    async def follow(self, row: RequestRow, submitted_at: float | None = None) -> tuple[VideoEntry, int]:
+    async def follow(
+        self, row: RequestRow, submitted_at: float | None = None, on_finished: Callable[[], None] | None = None
+    ) -> tuple[VideoEntry, int]:
         """Poll politely until fal finishes, then store the result; returns the result's `video` entry
-        (url, file_size, ...) and the status calls fal saw, fal_client's replays included."""
+        (url, file_size, ...) and the status calls fal saw, fal_client's replays included. `on_finished`
+        hears the moment fal reports the job finished, before its result is fetched."""
         assert row.request_id is not None
         with counting_status_calls() as calls:
             try:
-                return await self._follow(row, row.request_id, submitted_at, calls), calls.count
+                return await self._follow(row, row.request_id, submitted_at, calls, on_finished), calls.count
             finally:
                 if calls.count > calls.recorded:  # a completed request's calls are stored with its result
                     await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count - calls.recorded)
 
     async def _follow(
-        self, row: RequestRow, request_id: str, submitted_at: float | None, calls: StatusCalls
+        self,
+        row: RequestRow,
+        request_id: str,
+        submitted_at: float | None,
+        calls: StatusCalls,
+        on_finished: Callable[[], None] | None,
     ) -> VideoEntry:
         handle = await self.client.get_handle(self.fal.endpoint_id, request_id)
         shot_id = row.shot_id
@@ -110,6 +119,8 @@ class RequestFollower:
                 seen_logs = max(seen_logs, len(status.logs or []))
             elif isinstance(status, fal_client.Completed):
                 schedule.finished()
+                if on_finished is not None:
+                    on_finished()
                 break
             schedule.still_running()
             await schedule.sleep()

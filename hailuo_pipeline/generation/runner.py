@@ -132,8 +132,7 @@ class ShotGenerator:
         gate, ahead = asyncio.Semaphore(max(1, concurrency)), asyncio.Semaphore(max(1, concurrency))
         self.follower.detailed_logs = len(shots) <= DETAILED_LOG_SHOTS
         finished: list[ShotOutcome] = []
-        # one read, not a transaction per shot: only these shots can have orphans to take over (one orphaned
-        # mid-batch is resumed by the claim if its inputs are the same, else by the orphan sensor or next run)
+        # one read, not a transaction per shot: only these shots may have orphans (README: Cost safety)
         self._unsettled = await asyncio.to_thread(self.ledger.shots_in_flight)
 
         async def one(shot: Shot) -> ShotOutcome:
@@ -306,7 +305,8 @@ class ShotGenerator:
         self, row: RequestRow, outcome: ShotOutcome, submitted_at: float | None = None, slot: FalSlot | None = None
     ) -> None:
         """Follow a request fal has (leased to this generator) until its video is delivered and recorded.
-        The shot's place at fal is given back once fal has finished, before the download."""
+        The shot's place at fal is given back the moment fal reports the job finished: the next shot is sent
+        while this one's result is fetched and recorded and its video downloaded."""
         assert row.request_id is not None
         video: VideoEntry | None = None
         if row.status not in (Status.COMPLETED, Status.SUCCEEDED) or not row.video_url:
@@ -314,7 +314,7 @@ class ShotGenerator:
                 await slot.take()
             self.in_flight[row.request_key] = (row.request_id, row.shot_id)
             try:
-                video, polls = await self.follower.follow(row, submitted_at)
+                video, polls = await self.follower.follow(row, submitted_at, slot.release if slot else None)
             except ShotFailure:
                 self.in_flight.pop(row.request_key, None)
                 raise
