@@ -51,6 +51,18 @@ def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspa
     assert instance.get_materialized_partitions(AssetKey("hailuo_video")) == {"s1", "s2", "s3"}
 
 
+def test_a_shots_place_at_fal_is_given_back_when_fal_reports_it_finished(workspace, emulator):
+    """With one place and a slow result endpoint, the next shot is submitted while the first one's result is
+    still being answered: the place is fal's, and fal freed it when it reported the job finished."""
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"shot {i}"} for i in range(1, 3)])
+    emulator.configure({"faults": {"result_delay_seconds": 2.0}})
+    summary = materialize(concurrency=1)
+    assert summary.succeeded == ["s1", "s2"]
+    first, second = sorted(emulator.jobs.values(), key=lambda job: job.created)
+    assert first.result_answered_at is not None and second.created < first.result_answered_at
+    assert emulator.stats()["peak_at_fal"] == 1
+
+
 def test_a_shots_place_at_fal_is_given_back_before_its_download(workspace, emulator):
     """`concurrency` bounds requests at fal, not downloads: with one place and slow downloads, the next
     shot is submitted while the first one's video is still arriving, and fal never holds two jobs."""

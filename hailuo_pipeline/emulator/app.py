@@ -182,6 +182,9 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
             body["video"]["file_size"] = size
         if state.take_html_fault("result"):
             return HTMLResponse(INGRESS_PAGE.format(code="OK"))
+        if state.config.faults.result_delay_seconds:
+            await asyncio.sleep(state.config.faults.result_delay_seconds)
+        job.result_answered_at = job.result_answered_at or time.monotonic()
         return JSONResponse(body, headers={"x-fal-request-id": job.request_id})
 
     async def cancel(request: Request) -> Response:

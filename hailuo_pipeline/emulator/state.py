@@ -40,6 +40,7 @@ class Faults:
     job_errors: list[dict[str, Any]] = field(default_factory=list)  # next jobs complete with these errors
     truncate_downloads: int = 0
     download_bytes_per_second: int = 0  # 0 = full speed
+    result_delay_seconds: float = 0.0  # a slow result endpoint: each result answer waits this long
     hang_submits: int = 0  # next submits create the job but never answer
     cut_submit_answers: int = 0  # next submits create the job, then the connection drops mid-answer
     hang_seconds: float = 3600.0
@@ -81,6 +82,7 @@ class Job:
     cancelled_at: float | None = None
     completed_at: float | None = None
     downloaded_at: float | None = None  # when its video was last sent in full
+    result_answered_at: float | None = None  # when its result was first answered
 
     @property
     def ends(self) -> float:
