@@ -43,7 +43,6 @@ async def add_request_hook(client: fal_client.AsyncClient, hook: RequestHook) ->
 @dataclass
 class StatusCalls:
     count: int = 0
-    recorded: int = 0  # of `count`, those already stored in the ledger
 
 
 _status_calls: ContextVar[StatusCalls | None] = ContextVar("hailuo_status_calls", default=None)

@@ -56,10 +56,11 @@ class RequestFollower:
         assert row.request_id is not None
         with counting_status_calls() as calls:
             try:
-                return await self._follow(row, row.request_id, submitted_at, calls, on_finished), calls.count
-            finally:
-                if calls.count > calls.recorded:  # a completed request's calls are stored with its result
-                    await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count - calls.recorded)
+                video = await self._follow(row, row.request_id, submitted_at, calls, on_finished)
+            except BaseException:  # a completed request's calls were stored with its result
+                await asyncio.to_thread(self.ledger.add_polls, row.request_key, calls.count)
+                raise
+            return video, calls.count
 
     async def _follow(
         self,
@@ -140,9 +141,7 @@ class RequestFollower:
         metrics = status.metrics if isinstance(status.metrics, dict) else {}
         inference = metrics.get("inference_time")
         inference = float(inference) if isinstance(inference, int | float) and 0 <= inference < 86400 else None
-        polls = calls.count
-        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video.url, inference, polls)
-        calls.recorded = polls
+        await asyncio.to_thread(self.ledger.mark_completed, row.request_key, result, video.url, inference, calls.count)
         return video
 
     async def _poll_failed(
