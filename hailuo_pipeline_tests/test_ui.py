@@ -11,13 +11,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from hailuo_pipeline.local_servers import apt_install
 from hailuo_pipeline.local_servers.dagster_dev import LocalDagsterDev
-from hailuo_pipeline_tests.helpers import REPO_ROOT, new_dagster_home
+from hailuo_pipeline_tests.helpers import REPO_ROOT, new_dagster_home, query, wait_for
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.xdist_group("ui")]
@@ -37,6 +39,7 @@ SHOTS = [
     {"shot_id": "done", "prompt": "Already delivered before the UI opens"},
     {"shot_id": "fresh", "prompt": "A shot materialized from the asset page"},
     {"shot_id": "bad", "prompt": "A shot with a duration the model does not offer", "duration": "7"},
+    {"shot_id": "stopped", "prompt": "A shot whose run is terminated while fal has its request"},
 ]
 
 
@@ -86,7 +89,7 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
     with (data / "shots.csv").open("a") as manifest:
         manifest.write("added,images/added.jpg,A row added while the UI is open,6,true\n")
     try:
-        yield {"url": server.url, "data": data, "root": root}
+        yield {"url": server.url, "data": data, "root": root, "home": home}
     finally:
         assert server.stop(), "hailuo ui did not stop on SIGTERM; it had to be killed"
 
@@ -116,6 +119,21 @@ def page(dagster_ui, request) -> Iterator:
             page.screenshot(path=str(where), full_page=True)
             print(f"screenshot of the failure: {where}")
         browser.close()
+
+
+def processes_of_the_run(home: Path, partition: str) -> tuple[set[int], set[int]]:
+    """The process ids that wrote the run's own events and its step's events, for the run of `partition`."""
+    from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs(RunsFilter(tags={"dagster/partition": partition}))
+        events = [record.dagster_event for record in instance.all_logs(run.run_id) if record.dagster_event]
+    run_events = {DagsterEventType.RUN_START, DagsterEventType.RUN_SUCCESS}
+    step_events = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
+    return (
+        {event.pid for event in events if event.event_type in run_events and event.pid is not None},
+        {event.pid for event in events if event.event_type in step_events and event.pid is not None},
+    )
 
 
 def open_page(page, url: str) -> None:
@@ -184,6 +202,38 @@ def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(p
     assert poster.evaluate("i => [i.naturalWidth, i.complete]") == [192, True]
     # the video alone was selected; its inputs were validated and materialized in the same run
     wait_for_text(page, f"{base}/assets/source_image?view=partitions&partition=fresh", "manifest_row", seconds=30)
+    # launched by the run queue: its step ran in the run worker itself, not in a second interpreter
+    run_pids, step_pids = processes_of_the_run(dagster_ui["home"], "fresh")
+    assert len(run_pids) == 1 and step_pids == run_pids, (run_pids, step_pids)
+
+
+def test_a_run_terminated_in_dagster_cancels_its_request_at_fal(page, dagster_ui, emulator_server):
+    """Dagster terminates a launched run by interrupting the run worker, where its step runs: the batch
+    cancels what fal still has, and records it cancelled at $0."""
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    state = emulator_server.state
+    latency = asdict(state.config.latency)
+    state.configure({"latency": {"queue_seconds": 300.0}})
+    try:
+        submitted = state.stats()["submissions"]
+        launch_partition(page, dagster_ui["url"], "hailuo_video", "stopped")
+        wait_for(lambda: state.stats()["submissions"] > submitted, timeout=120, what="the shot's request at fal")
+        with DagsterInstance.from_config(str(dagster_ui["home"])) as instance:
+            (run,) = instance.get_runs(RunsFilter(tags={"dagster/partition": "stopped"}))
+            assert instance.run_launcher.terminate(run.run_id)
+            wait_for(
+                lambda: getattr(instance.get_run_by_id(run.run_id), "status", None) == DagsterRunStatus.CANCELED,
+                timeout=60,
+                what="the run to end cancelled",
+            )
+    finally:
+        state.configure({"latency": latency})
+    (request,) = query(
+        dagster_ui["data"], "SELECT request_id, status, cost_usd FROM requests WHERE shot_id = 'stopped'"
+    )
+    assert request[1:] == ("cancelled", Decimal("0")), request
+    assert request[0] in state.stats()["cancelled"]
 
 
 def test_a_bad_shot_is_refused_with_its_fix_first(page, dagster_ui):
