@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from hailuo_pipeline.local_servers.emulator import OFFLINE_KEY, start_offline_fal
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 
 if TYPE_CHECKING:
     from hailuo_pipeline.defs.headless import MaterializeSummary
-
-DEMO_KEY = "emulator-demo-key"
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
@@ -173,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         server = EmulatorServer(settings.data_dir / "emulator", config=config)
         server.start()
         os.environ.update(server.env())
-        os.environ["FAL_KEY"] = DEMO_KEY
+        os.environ["FAL_KEY"] = OFFLINE_KEY
         print(f"offline: fal emulator on {server.url} (no money is spent)")
     from hailuo_pipeline.defs.headless import instance, materialize, report_asset
 
@@ -187,8 +186,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_outcome(summary)
     print(report_text("table"))
     print(
-        f"videos in {settings.video_location}; watch them with `hailuo review`; open the UI with `hailuo ui` "
-        f"(DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+        f"videos in {settings.video_location}; watch them with `hailuo review`; open the UI on the emulator with "
+        f"`hailuo ui --offline` (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
     )
     return 0 if not summary.failed else 1
 
@@ -197,7 +196,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Dagster's UI, daemon and code server on this project's instance (becomes `dagster dev`)."""
     from hailuo_pipeline.defs.headless import dagster_dev_command
 
-    command, env = dagster_dev_command(Settings.from_env(), args.host, args.port)
+    settings = Settings.from_env()
+    command, env = dagster_dev_command(settings, args.host, args.port)
+    if args.offline:
+        env.update(start_offline_fal(settings.data_dir / "emulator"))
+        print(f"offline: fal emulator on {env['FAL_QUEUE_RUN_HOST']} for this session (no money is spent)")
+    elif not env.get("FAL_KEY"):
+        warning = "FAL_KEY is not set: runs that make videos will fail. Set it, or use `hailuo ui --offline`"
+        print(f"{warning} (the bundled fal emulator; no money is spent)", file=sys.stderr)
     sys.stdout.flush()
     # a script's background job ignores Ctrl-C, and an ignored signal survives exec: dagster dev would
     # then map SIGTERM to "ignore" too and could never be stopped (it shuts down on SIGINT or SIGTERM)
@@ -299,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the instance the commands use")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--offline", action="store_true", help="run videos on the bundled fal emulator (no money is spent)")
     ui.set_defaults(func=cmd_ui)
 
     snap = commands.add_parser("snapshot", help="shared mode: copy the PostgreSQL ledger into a DuckDB catalog file")

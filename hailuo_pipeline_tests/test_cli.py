@@ -114,3 +114,52 @@ def test_hailuo_ui_is_dagster_dev_on_the_commands_instance_as_the_same_code_loca
     assert env[PLANNED_EVENTS_PER_RANGE] == "true"
     monkeypatch.setenv(PLANNED_EVENTS_PER_RANGE, "false")  # a value the user set is theirs
     assert dagster_dev_command(Settings.from_env(), "127.0.0.1", 3123)[1][PLANNED_EVENTS_PER_RANGE] == "false"
+
+
+@pytest.mark.slow
+def test_hailuo_ui_offline_serves_runs_on_an_emulator_that_ends_with_dagster_dev(tmp_path):
+    """`hailuo ui --offline` starts the emulator, then becomes `dagster dev` (exec). The emulator answers the
+    pipeline at the address it gave, outlives the exec, and ends when the process it became ends."""
+    import json
+    import sys
+
+    from hailuo_pipeline_tests.helpers import REPO_ROOT, new_dagster_home, wait_for
+    from hailuo_pipeline_tests.shots import write_shots
+
+    data = tmp_path / "data"
+    script = (
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "from hailuo_pipeline.local_servers.emulator import start_offline_fal\n"
+        f"print(json.dumps(start_offline_fal(Path({str(data / 'emulator')!r}))), flush=True)\n"
+        "os.execv(sys.executable, [sys.executable, '-c', 'import sys; sys.stdin.readline()'])\n"
+    )
+    became = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**clean_env(data), "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert became.stdout is not None and became.stdin is not None
+    offline = json.loads(became.stdout.readline())
+    (emulator,) = Path(f"/proc/{became.pid}/task/{became.pid}/children").read_text().split()
+    try:
+        write_shots(data, [{"shot_id": "s1", "prompt": "made offline"}])
+        env = {**clean_env(data), **offline, "DAGSTER_HOME": str(new_dagster_home(tmp_path / "home"))}
+        env["HAILUO_FAL_POLL_INTERVAL_SECONDS"] = "0.2"
+        result = run_hailuo(["materialize"], env, tmp_path)
+        assert result.returncode == 0 and "1 of 1 shot(s) delivered" in result.stdout, result.stdout + result.stderr
+        assert Path(f"/proc/{emulator}").exists()
+    finally:
+        became.stdin.close()
+        became.wait(timeout=30)
+    wait_for(lambda: not Path(f"/proc/{emulator}").exists() or "Z" in stat_state(emulator), what="the emulator to end")
+
+
+def stat_state(pid: str) -> str:
+    """A process's state letter (Z: ended, not yet reaped by its new parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
