@@ -8,11 +8,12 @@ import signal
 from decimal import Decimal
 
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, SkipReason
 
+from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor
 from hailuo_pipeline.defs.headless import materialize, sync
 from hailuo_pipeline.settings import Settings
-from hailuo_pipeline_tests.helpers import hailuo, query, reason, wait_for
+from hailuo_pipeline_tests.helpers import hailuo, query, reason, tick_sensor, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
 ONE = [{"shot_id": "s1", "prompt": "the tide comes in"}]
@@ -131,6 +132,32 @@ def test_unanswered_submit_is_ambiguous_and_resubmitted_only_on_request(workspac
     assert third.succeeded == ["s1"]
     assert emulator.stats()["submissions"] == 2
     assert requests(workspace, "status, possible_double_charge") == [("ambiguous", True), ("succeeded", True)]
+
+
+@pytest.mark.parametrize("after", ["hailuo materialize", "orphan sensor"])
+def test_a_submitter_killed_before_fals_answer_is_recorded_ambiguous_by_the_next_command(
+    workspace, emulator, subprocess_env, after
+):
+    """A kill between fal creating the job and the ledger recording it leaves a reservation of a dead
+    process. What runs next (the next command, or the orphan sensor's minute tick) records it ambiguous, as
+    the plan calls it, so that `hailuo report` agrees; nothing is submitted again."""
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"hang_submits": 1, "hang_seconds": 60}})
+    first = hailuo(["materialize"], subprocess_env, workspace.parent)
+    wait_for(lambda: emulator.stats()["submissions"] == 1, what="fal creating the job")
+    first.kill()
+    first.wait(timeout=30)
+    assert requests(workspace, "status") == [("reserved",)]
+    if after == "orphan sensor":
+        with DagsterInstance.get() as instance:
+            assert isinstance(tick_sensor(orphaned_requests_sensor, instance), SkipReason)  # nothing to resume
+    else:
+        out = hailuo(["materialize"], subprocess_env, workspace.parent).communicate(timeout=120)[0]
+        assert "1 shot(s) have a submit that never got fal's answer" in out, out
+    assert requests(workspace, "status, possible_double_charge, reserved_usd") == [("ambiguous", True, Decimal("0.19"))]
+    report = hailuo(["report"], subprocess_env, workspace.parent).communicate(timeout=60)[0]
+    assert "ambiguous 1" in report and "reserved $0.19" in report, report
+    assert emulator.stats()["submissions"] == 1
 
 
 def test_submit_whose_answer_is_cut_off_is_not_replayed(workspace, emulator):

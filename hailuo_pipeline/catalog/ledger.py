@@ -129,6 +129,21 @@ class RequestLedger(LedgerTransitions):
             self._change(t, row, values, f"resumed by {owner} (was {row.owner or 'released'})")
         return one_row(t, row.request_key)
 
+    def record_dead_reservations(self) -> list[RequestRow]:
+        """Reservations whose submitter stopped before fal's answer was recorded, recorded ambiguous now, as a
+        claim or a take-over of their shot would: the ledger and its reports then say what planning says,
+        also for shots no run attempts. Returns them."""
+        with self.store.transaction(decides=True) as t:
+            now = t.now()
+            dead = [
+                row
+                for row in t.requests(statuses=[Status.RESERVED])
+                if is_dead_reservation(row, now, self.lease_seconds, self.alive)
+            ]
+            for row in dead:
+                self._expire_reservation(t, row)
+        return dead
+
     def _expire_reservation(self, t: LedgerTransaction, row: RequestRow) -> None:
         self._transition(
             t,

@@ -130,6 +130,7 @@ def materialize(
         if unknown:
             raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
         ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
+        ledger.record_dead_reservations()
         plan = plan_shots(registered, manifest, ledger.standings())
         asked = {"resubmit_ambiguous": resubmit_ambiguous, "retry_refused": retry_refused}
         summary = MaterializeSummary(requested=list(shot_ids or plan.targets(**asked)))

@@ -108,7 +108,10 @@ RESUME_ONLY = {"resume_only": True}
 def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
     registered = context.instance.get_dynamic_partitions(SHOTS)
     known = set(registered)
-    orphans = [r for r in catalog.ledger().orphans() if r.shot_id in known]
+    ledger = catalog.ledger()
+    for row in ledger.record_dead_reservations():  # spends nothing: a person decides (hailuo report)
+        context.log.warning(f"{row.shot_id}: a submit never got fal's answer; recorded ambiguous ({row.request_key})")
+    orphans = [r for r in ledger.orphans() if r.shot_id in known]
     given_up = [r for r in orphans if r.attempts > MAX_SENSOR_RESUMES]
     for row in given_up:
         context.log.warning(
