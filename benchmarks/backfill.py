@@ -35,63 +35,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from hailuo_pipeline.local_servers import free_port  # noqa: E402  (stdlib only: fal_client stays unimported)
 from hailuo_pipeline.local_servers.dagster_dev import LocalDagsterDev  # noqa: E402
+from hailuo_pipeline.local_servers.emulator import start_emulator_process  # noqa: E402  (stdlib only: fal_client stays unimported)
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY  # noqa: E402
 
 
 def start_emulator(state_dir: Path, queue: float, inference: float) -> tuple[subprocess.Popen, dict[str, str], str]:
-    """The emulator, the environment that points fal_client at it, and its admin token (for `at_fal`)."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hailuo_pipeline.cli",
-            "emulator",
-            "--port",
-            str(port),
-            "--state-dir",
-            str(state_dir),
-            "--queue-seconds",
-            str(queue),
-            "--inference-seconds",
-            str(inference),
-            "--jitter-seconds",
-            "0",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    """The emulator (fixed latency, no jitter), the environment that points fal_client at it, and its admin
+    token (for `at_fal`)."""
+    started = start_emulator_process(
+        state_dir,
+        ["--queue-seconds", str(queue), "--inference-seconds", str(inference), "--jitter-seconds", "0"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    assert process.stdout is not None
-    admin = ""
-    while not admin:  # printed before it serves
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("emulator exited before it started")
-        if line.strip().startswith("x-emulator-admin:"):
-            admin = line.split(":", 1)[1].strip()
-    fal_env = {
-        "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{port}",
-        "SSL_CERT_FILE": str(state_dir / "emulator-ca.pem"),
-        "FAL_KEY": "benchmark-key",
-    }
-    import httpx
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if (state_dir / "emulator-ca.pem").exists() and httpx.get(
-                f"https://127.0.0.1:{port}/_emulator/health", verify=str(state_dir / "emulator-ca.pem")
-            ).status_code == 200:
-                return process, fal_env, admin
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("emulator did not start")
+    return started.process, {**started.fal_env, "FAL_KEY": "benchmark-key"}, started.admin_token
 
 
 def at_fal(fal_env: dict[str, str], admin: str, first_job: int, jobs: int) -> float:

@@ -1,7 +1,7 @@
-"""The bundled fal emulator in a process of its own, for `hailuo ui --offline`.
+"""The bundled fal emulator in a process of its own: for `hailuo ui --offline` and the benchmarks.
 
-`hailuo ui` becomes `dagster dev` (exec), so the emulator cannot be a thread of it. The emulator process
-ends with the process that started it: the kernel sends it SIGTERM when `dagster dev` exits
+`hailuo ui` becomes `dagster dev` (exec), so the emulator cannot be a thread of it. Started for it, the
+emulator process ends with the process that started it: the kernel sends it SIGTERM when `dagster dev` exits
 (PR_SET_PDEATHSIG, Linux). It ignores Ctrl-C, so that runs that `dagster dev` stops on Ctrl-C can still cancel
 their requests at the emulator."""
 
@@ -13,43 +13,75 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-from hailuo_pipeline.local_servers import free_port
 
 OFFLINE_KEY = "emulator-demo-key"
 PR_SET_PDEATHSIG = 1
-READY_LINE = "x-emulator-admin"  # the last line `hailuo emulator` prints before it serves
+ADMIN_LINE = "x-emulator-admin:"  # the last line `hailuo emulator` prints before it serves
 
 
-def start_offline_fal(state_dir: Path, timeout_seconds: float = 60.0) -> dict[str, str]:
-    """Start the emulator; returns what points fal_client at it (its host, its CA and a key)."""
+@dataclass(frozen=True)
+class EmulatorProcess:
+    process: subprocess.Popen[bytes]
+    fal_env: dict[str, str]  # what points fal_client at it: FAL_QUEUE_RUN_HOST and SSL_CERT_FILE (its CA)
+    admin_token: str  # for its control endpoints (/_emulator/config, /reset, /stats)
+
+
+def start_emulator_process(
+    state_dir: Path,
+    options: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    end_with_parent: bool = False,
+    timeout_seconds: float = 60.0,
+) -> EmulatorProcess:
+    """`hailuo emulator` on a free port with `options` (latency flags), returned once it answers."""
+    import httpx
+
     state_dir.mkdir(parents=True, exist_ok=True)
-    log = state_dir / "emulator.log"
+    log = state_dir / "emulator.log"  # a file, not a pipe: nobody reads it after the start
     parent = os.getpid()
-    command = [sys.executable, "-m", "hailuo_pipeline.cli", "emulator", "--port", str(free_port())]
+    command = [sys.executable, "-m", "hailuo_pipeline.cli", "emulator", "--port", "0", "--state-dir", str(state_dir)]
     with log.open("w") as out:
         child = subprocess.Popen(
-            [*command, "--state-dir", str(state_dir)],
+            [*command, *options],
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=lambda: _end_with(parent),
+            preexec_fn=(lambda: _end_with(parent)) if end_with_parent else None,
         )
     deadline = time.monotonic() + timeout_seconds
-    while READY_LINE not in (text := log.read_text()):
+
+    def give_up(why: str) -> RuntimeError:
+        child.kill()
+        return RuntimeError(f"the fal emulator {why} (its log, {log}): {log.read_text()[-800:]}")
+
+    while ADMIN_LINE not in (text := log.read_text()):
         if child.poll() is not None or time.monotonic() > deadline:
-            child.kill()
-            raise RuntimeError(f"the fal emulator did not start (its log, {log}): {text[-800:]}")
+            raise give_up("did not start")
         time.sleep(0.05)
-    exports = dict(
-        line.strip().removeprefix("export ").split("=", 1) for line in text.splitlines() if "export " in line
-    )
-    return {
-        "FAL_QUEUE_RUN_HOST": exports["FAL_QUEUE_RUN_HOST"],
-        "SSL_CERT_FILE": exports["SSL_CERT_FILE"],
-        "FAL_KEY": OFFLINE_KEY,
-    }
+    lines = [line.strip() for line in text.splitlines()]
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export "))
+    admin = next(line.removeprefix(ADMIN_LINE).strip() for line in lines if line.startswith(ADMIN_LINE))
+    fal_env = {name: exports[name] for name in ("FAL_QUEUE_RUN_HOST", "SSL_CERT_FILE")}
+    while True:  # printed before uvicorn listens: answered once it does
+        try:
+            health = f"https://{fal_env['FAL_QUEUE_RUN_HOST']}/_emulator/health"
+            if httpx.get(health, verify=fal_env["SSL_CERT_FILE"]).status_code == 200:
+                return EmulatorProcess(child, fal_env, admin)
+        except httpx.HTTPError:
+            pass
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise give_up("does not answer")
+        time.sleep(0.05)
+
+
+def start_offline_fal(state_dir: Path) -> dict[str, str]:
+    """The emulator for a session of `hailuo ui --offline`; returns what points fal_client at it, with a key."""
+    return {**start_emulator_process(state_dir, end_with_parent=True).fal_env, "FAL_KEY": OFFLINE_KEY}
 
 
 def _end_with(parent: int) -> None:
