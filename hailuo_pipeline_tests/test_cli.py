@@ -154,11 +154,11 @@ def test_hailuo_ui_offline_serves_runs_on_an_emulator_that_ends_with_dagster_dev
     finally:
         became.stdin.close()
         became.wait(timeout=30)
-    wait_for(lambda: not Path(f"/proc/{emulator}").exists() or "Z" in stat_state(emulator), what="the emulator to end")
+    wait_for(lambda: stat_state(emulator) == "Z", what="the emulator to end")
 
 
 def stat_state(pid: str) -> str:
-    """A process's state letter (Z: ended, not yet reaped by its new parent)."""
+    """A process's state letter; "Z" once it has ended (reaped or not by its new parent)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
