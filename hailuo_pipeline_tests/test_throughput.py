@@ -3,13 +3,15 @@ batch by default, and processes started together on one Dagster instance ending 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.generation.planning import ShotRun, shot_runs
-from hailuo_pipeline_tests.helpers import hailuo, new_dagster_home, query
+from hailuo_pipeline_tests.helpers import REPO_ROOT, hailuo, new_dagster_home, query
 from hailuo_pipeline_tests.shots import write_shots
 
 
@@ -89,3 +91,49 @@ def test_processes_started_together_on_one_instance_end_cleanly(workspace, emula
             assert child.returncode == 0 and "Traceback" not in output, output[-3000:]
     assert emulator.stats()["submissions"] == 3
     assert query(workspace, "SELECT count(*) FROM videos") == [(3,)]
+
+
+CODE_SERVER = """
+import sys
+from dagster import DagsterInstance
+from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor, shots_manifest_sensor
+from hailuo_pipeline.defs.definitions import build_definitions
+from hailuo_pipeline_tests.helpers import tick_sensor
+
+build_definitions().get_repository_def().get_all_jobs()
+instance = DagsterInstance.get()
+registered = tick_sensor(shots_manifest_sensor, instance).dynamic_partitions_requests[0].partition_keys
+tick_sensor(orphaned_requests_sensor, instance)
+print(sorted(registered), sorted(name for name in ("pandas", "av") if name in sys.modules))
+"""
+
+
+def test_the_code_server_and_the_runs_that_make_videos_do_without_pandas(workspace, emulator, subprocess_env, tmp_path):
+    """Memory of the `dagster dev` tree (issue 14): the code server loads every definition and ticks the
+    sensors without pandas (44 MiB a process) or PyAV; `hailuo materialize`, which runs the batch in its
+    own process as a launched run does, loads PyAV for the videos, and still not pandas."""
+    write_shots(workspace, [{"shot_id": "a", "prompt": "p"}, {"shot_id": "b", "prompt": "q"}])
+    env = {**subprocess_env, "PYTHONPATH": str(REPO_ROOT)}
+    code_server = subprocess.run(
+        [sys.executable, "-c", CODE_SERVER], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert code_server.returncode == 0, code_server.stderr
+    assert code_server.stdout.split("\n")[-2] == "['a', 'b'] []"
+    assert query(workspace, "SELECT shot_id, prompt FROM shots ORDER BY shot_id") == [("a", "p"), ("b", "q")]
+
+    batch = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hailuo_pipeline.cli", "materialize"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert batch.returncode == 0, batch.stdout + batch.stderr
+    lines = batch.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+    assert {"av", "hailuo_pipeline.generation.runner"} <= imported
+    assert "pandas" not in imported, "\n".join(
+        lines[: [line.endswith("| pandas") for line in lines].index(True) + 1][-60:]
+    )
+    assert query(workspace, "SELECT count(*) FROM videos") == [(2,)]

@@ -42,13 +42,13 @@ class OffPriceCharge:
 def recorded_videos(catalog: CatalogDatabase, run_id: str | None = None) -> list[RecordedVideo]:
     """The videos recorded by `run_id`'s requests; every video when `run_id` is None."""
     scope, params = ("WHERE r.run_id = ?", [run_id]) if run_id is not None else ("", [])
-    rows = catalog.read(
+    rows = catalog.rows(
         "SELECT v.shot_id, v.request_id, v.path, v.bytes, r.duration_seconds, v.width, v.height, v.fps, v.frames, "
         "v.duration_seconds FROM videos v "
         f"JOIN requests r ON r.request_key = v.request_key {scope} ORDER BY v.recorded_at",
         params,
     )
-    return [RecordedVideo(*row) for row in rows.itertuples(index=False)]
+    return [RecordedVideo(*row) for row in rows]
 
 
 def charges_off_price(catalog: CatalogDatabase) -> tuple[int, list[OffPriceCharge]]:
@@ -59,7 +59,7 @@ def charges_off_price(catalog: CatalogDatabase) -> tuple[int, list[OffPriceCharg
         + PRICE_IN_EFFECT.format(endpoint="r.endpoint", duration="r.duration_seconds", day="CAST(r.created_at AS DATE)")
         + ")"
     )
-    found = catalog.read(
+    found = catalog.rows(
         f"""
         WITH expected AS (
             SELECT r.shot_id, r.request_key, r.status, r.cost_usd, {in_effect} AS price FROM requests r
@@ -69,5 +69,5 @@ def charges_off_price(catalog: CatalogDatabase) -> tuple[int, list[OffPriceCharg
         """,
         [[s.value for s in PAID], [Status.FAILED.value, Status.CANCELLED.value]],
     )
-    checked = catalog.read("SELECT count(*) AS n FROM requests")
-    return int(checked["n"].iloc[0]), [OffPriceCharge(*row) for row in found.itertuples(index=False)]
+    ((checked,),) = catalog.rows("SELECT count(*) FROM requests")
+    return int(checked), [OffPriceCharge(*row) for row in found]

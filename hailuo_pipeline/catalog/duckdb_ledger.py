@@ -6,16 +6,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
-from hailuo_pipeline.catalog.registry import CHANGED_SHOTS, UPSERT_SHOTS
+from hailuo_pipeline.catalog.registry import CHANGED_SHOTS, SHOT_COLUMNS, UPSERT_SHOTS
 from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.catalog.schema import DUCKDB
 from hailuo_pipeline.catalog.sql_ledger import SqlLedgerTransaction
 from hailuo_pipeline.catalog.store import Catalog
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DuckDBLedgerTransaction(SqlLedgerTransaction):
@@ -46,16 +48,28 @@ class DuckDBCatalog:
             yield DuckDBLedgerTransaction(conn)
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        import pandas as pd  # for reports only: see the README's note on pandas
+
         with self.catalog.connect(read_only=True) as conn:
             result = conn.execute(sql, list(params))
             return pd.DataFrame(result.fetchall(), columns=[d[0] for d in result.description or ()])
 
-    def upsert_shots(self, incoming: pd.DataFrame, now: datetime) -> list[str]:
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.catalog.connect(read_only=True) as conn:
+            return conn.execute(sql, list(params)).fetchall()
+
+    def upsert_shots(self, incoming: Sequence[tuple[Any, ...]], now: datetime) -> list[str]:
+        columns = ", ".join(SHOT_COLUMNS)
         with self.catalog.connect() as conn:
-            conn.register("incoming", incoming)
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE incoming AS SELECT {columns} FROM shots LIMIT 0")
             try:
+                # one list per column, unnested side by side: one statement, whatever the number of rows
+                conn.execute(
+                    f"INSERT INTO incoming SELECT {', '.join('UNNEST(?)' for _ in SHOT_COLUMNS)}",
+                    [list(column) for column in zip(*incoming, strict=True)],
+                )
                 changed = conn.execute(CHANGED_SHOTS).fetchall()
                 conn.execute(UPSERT_SHOTS, [now, now])
             finally:
-                conn.unregister("incoming")
+                conn.execute("DROP TABLE IF EXISTS incoming")
         return [shot for (shot,) in changed]

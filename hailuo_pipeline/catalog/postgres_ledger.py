@@ -13,10 +13,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import pandas as pd
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -26,6 +25,9 @@ from hailuo_pipeline.catalog.schema import POSTGRESQL, apply_migrations
 from hailuo_pipeline.catalog.sql_ledger import SqlLedgerTransaction
 from hailuo_pipeline.catalog.storage import CatalogUnavailableError
 from hailuo_pipeline.redact import redact
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_SCHEMA = "hailuo"
 
@@ -142,11 +144,17 @@ class PostgresCatalog:
             yield PostgresLedgerTransaction(conn)
 
     def read(self, statement: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        import pandas as pd  # for reports only: see the README's note on pandas
+
         with self.pool.connection() as conn, conn.transaction():
             cursor = conn.execute(_marks(statement), list(params))  # type: ignore[call-overload]
             return pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description or ()])
 
-    def upsert_shots(self, incoming: pd.DataFrame, now: datetime) -> list[str]:
+    def rows(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.pool.connection() as conn, conn.transaction():
+            return conn.execute(_marks(statement), list(params)).fetchall()  # type: ignore[call-overload]
+
+    def upsert_shots(self, incoming: Sequence[tuple[Any, ...]], now: datetime) -> list[str]:
         with self.pool.connection() as conn, conn.transaction():
             conn.execute(
                 "CREATE TEMP TABLE incoming ON COMMIT DROP AS SELECT "
@@ -154,14 +162,8 @@ class PostgresCatalog:
                 + " FROM shots WITH NO DATA"
             )
             with conn.cursor().copy(f"COPY incoming ({', '.join(SHOT_COLUMNS)}) FROM STDIN") as copy:
-                for row in incoming.itertuples(index=False):
-                    copy.write_row([_plain_cell(v) for v in row])
+                for row in incoming:
+                    copy.write_row(row)
             changed = conn.execute(CHANGED_SHOTS).fetchall()
             conn.execute(_marks(UPSERT_SHOTS), [now, now])  # type: ignore[call-overload]
         return [shot for (shot,) in changed]
-
-
-def _plain_cell(value: Any) -> Any:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value  # numpy scalars to Python's

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from hailuo_pipeline.catalog.rows import utcnow
 from hailuo_pipeline.catalog.storage import CatalogDatabase
 from hailuo_pipeline.redact import redact
@@ -38,21 +36,18 @@ def record_shots(catalog: CatalogDatabase, manifest: Manifest, existing_partitio
     plan = SyncPlan(new=[s for s in manifest.shots if s not in existing_partitions])
     if not manifest.shots:
         return plan
-    incoming = pd.DataFrame(
-        [
-            {
-                "shot_id": s.shot_id,
-                "image": redact(s.image),  # a URL's credentials are not kept
-                "prompt": s.prompt,
-                "duration_seconds": s.duration,
-                "prompt_optimizer": s.prompt_optimizer,
-                "manifest_row": s.row,
-                "content_sha256": s.content_hash(),
-            }
-            for s in manifest.shots.values()
-        ],
-        columns=SHOT_COLUMNS,
-    )
+    incoming = [
+        (
+            s.shot_id,
+            redact(s.image),  # a URL's credentials are not kept
+            s.prompt,
+            s.duration,
+            s.prompt_optimizer,
+            s.row,
+            s.content_hash(),
+        )
+        for s in manifest.shots.values()
+    ]
     changed = catalog.upsert_shots(incoming, utcnow())
     plan.changed = [c for c in changed if c in existing_partitions]
     return plan

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 
 from hailuo_pipeline.catalog.rows import ACTIVE
 from hailuo_pipeline.catalog.storage import CatalogDatabase
@@ -55,6 +54,8 @@ def _copy(
 ) -> int:
     """Copy `table`'s rows matching `where` from the ledger into the snapshot, replacing the snapshot's rows
     with the same `key` (or matching `replace_where`, or all of them when neither is given)."""
+    import pandas as pd  # the fast way into DuckDB; loaded only when a snapshot is taken (README: pandas)
+
     columns = _columns(conn, table)
     rows = t.execute(f"SELECT {', '.join(columns)} FROM {table} {where}", params or [])
     frame = pd.DataFrame(rows, columns=columns)

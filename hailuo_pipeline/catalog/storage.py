@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Protocol
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hailuo_pipeline.catalog.rows import RequestRow, Status, VideoRow
 from hailuo_pipeline.catalog.schema import Dialect
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class LedgerTransaction(Protocol):
@@ -88,12 +89,17 @@ class CatalogDatabase(LedgerStore, Protocol):
     location: str  # where it is, for messages: a path, or a URL without its password
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        """One read-only query in SQL both backends speak (`?` marks)."""
+        """One read-only query in SQL both backends speak (`?` marks), as a frame: for reports."""
         ...
 
-    def upsert_shots(self, incoming: pd.DataFrame, now: datetime) -> list[str]:
-        """Insert or update the manifest's rows (columns of `registry.SHOT_COLUMNS`) in one transaction; the
-        ids of registered shots whose content hash changed."""
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The same, as plain rows: for what runs in the code server and in runs that make videos, which do
+        without pandas."""
+        ...
+
+    def upsert_shots(self, incoming: Sequence[tuple[Any, ...]], now: datetime) -> list[str]:
+        """Insert or update the manifest's rows (plain values in the order of `registry.SHOT_COLUMNS`) in one
+        transaction; the ids of registered shots whose content hash changed."""
         ...
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import av
 import httpx
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
@@ -32,7 +31,7 @@ def poster_or_none(path: Path) -> bytes | None:
     """The poster is for looking; a video that plays but will not give one is still delivered."""
     try:
         return poster_jpeg(path)
-    except (OSError, ValueError, av.FFmpegError):
+    except (OSError, ValueError):
         return None
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
-
 from hailuo_pipeline import model_limits as limits
 
 
@@ -25,6 +23,8 @@ class VideoProbe:
 
 
 def probe_video(path: Path) -> VideoProbe:
+    import av  # here, not at the top: see the README's note on PyAV
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

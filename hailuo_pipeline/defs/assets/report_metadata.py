@@ -1,0 +1,109 @@
+"""cost_report's metadata, drawn from the report's frames: Dagster tables, and small charts (PNGs drawn with
+matplotlib, embedded as Markdown images, which Dagster renders; a few KB each so the event log stays small).
+
+Imported by the asset's body, with pandas: see cost_report."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
+
+from hailuo_pipeline.catalog.report import CostReport
+
+WIDTH_INCHES, HEIGHT_INCHES, DPI = 5.0, 2.0, 80
+
+
+def _png(draw: Callable[[Any], None]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen: render to memory only
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(WIDTH_INCHES, HEIGHT_INCHES), dpi=DPI)
+    try:
+        draw(axes)
+        for side in ("top", "right"):
+            axes.spines[side].set_visible(False)
+        figure.tight_layout()
+        out = io.BytesIO()
+        figure.savefig(out, format="png")
+        return out.getvalue()
+    finally:
+        plt.close(figure)
+
+
+def markdown_image(title: str, png: bytes) -> MetadataValue:
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def spend_per_day_chart(by_day: pd.DataFrame) -> bytes:
+    def draw(axes: Any) -> None:
+        axes.bar([d[5:] for d in by_day["day"]], by_day["spend_usd"].fillna(0), color="#4f6bed")
+        axes.set_ylabel("USD")
+        axes.set_title("spend per day (UTC)", fontsize=9)
+        axes.tick_params(labelsize=7)
+
+    return _png(draw)
+
+
+def latency_chart(latency: pd.DataFrame) -> bytes:
+    def draw(axes: Any) -> None:
+        axes.bar(latency["seconds"], latency["videos"], width=1.0, color="#2a9d8f")
+        axes.set_xlabel("seconds from reservation to delivered video", fontsize=7)
+        axes.set_ylabel("videos")
+        axes.set_title("latency distribution", fontsize=9)
+        axes.tick_params(labelsize=7)
+
+    return _png(draw)
+
+
+def dagster_table(frame: pd.DataFrame) -> MetadataValue:
+    def kind(series: pd.Series) -> str:
+        if pd.api.types.is_integer_dtype(series):
+            return "int"
+        if pd.api.types.is_float_dtype(series):
+            return "float"
+        return "string"
+
+    kinds = {str(column): kind(frame[column]) for column in frame.columns}
+
+    def cell(column: str, value: object) -> str | int | float | None:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return None
+        if kinds[column] == "string" or not isinstance(value, int | float):
+            return str(value)
+        return value
+
+    records = [
+        TableRecord({str(c): cell(str(c), v) for c, v in rec.items()}) for rec in frame.to_dict(orient="records")
+    ]
+    return MetadataValue.table(
+        records=records, schema=TableSchema(columns=[TableColumn(name, kinds[name]) for name in kinds])
+    )
+
+
+def charts(report: CostReport) -> dict[str, MetadataValue]:
+    """Spend per day and the latency distribution, drawn (only when there is something to draw)."""
+    drawn: dict[str, MetadataValue] = {}
+    if len(report.by_day):
+        drawn["spend_per_day_chart"] = markdown_image("spend per day", spend_per_day_chart(report.by_day))
+    if len(report.latency):
+        drawn["latency_chart"] = markdown_image("latency distribution", latency_chart(report.latency))
+    return drawn
+
+
+def report_metadata(report: CostReport) -> dict[str, Any]:
+    """The summary's numbers, the spend tables, and the charts (only when there is something to draw)."""
+    summary = report.summary
+    return {
+        **{k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        "spend_by_day": dagster_table(report.by_day),
+        "spend_by_duration": dagster_table(report.by_duration),
+        **({"orphans_table": dagster_table(report.orphans)} if len(report.orphans) else {}),
+        **charts(report),
+    }
