@@ -1,7 +1,9 @@
 """The one redaction function: everything the pipeline logs or stores that may carry a secret passes here.
 
-Secrets: the fal key (from FAL_KEY, whatever its formatting), credentials in URLs (`https://user:pass@host`),
-authorization header values, and data URIs (an inlined image is data, not a message)."""
+Secrets: the fal key (from FAL_KEY, whatever its formatting), credentials in URLs (`https://user:pass@host`, and
+the signatures, tokens and keys of presigned links in their query: S3's X-Amz-Signature, GCS's X-Goog-Signature,
+Azure's SAS sig, CloudFront's Signature, `?token=`, `?api_key=`), authorization header values, and data URIs (an
+inlined image is data, not a message)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from collections.abc import Iterable
 
 MASK = "***"
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@")
+# a query parameter whose name ends like a credential's: its value goes, the name stays (the link stays readable)
+_QUERY_CREDENTIAL = re.compile(
+    r"(?i)([?&;][\w.-]*(?:signature|sig|token|credential|key|secret|password|passwd)=)[^&#\s'\"<>]+"
+)
 _AUTH_VALUE = re.compile(r"(?i)\b(Key|Bearer|Basic|Token)(\s+)[A-Za-z0-9._~+/=:-]{6,}")
 _DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[\w.+-]+=[\w.+-]+)*(;base64)?,[A-Za-z0-9+/=%\s]{16,}")
 
@@ -31,6 +37,7 @@ def redact(text: object, secrets: Iterable[str] | None = None) -> str:
             out = out.replace(secret, MASK)
             out = out.replace(repr(secret)[1:-1], MASK)  # as an exception's repr escapes it
     out = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", out)
+    out = _QUERY_CREDENTIAL.sub(lambda m: f"{m.group(1)}{MASK}", out)
     out = _AUTH_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", out)
     return _DATA_URI.sub(lambda m: f"data:{m.group(1) or ''}{m.group(3) or ''},{MASK}", out)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import replace
@@ -22,6 +23,8 @@ from hailuo_pipeline.catalog.decisions import (
     shot_standing,
 )
 from hailuo_pipeline.catalog.rows import Budget, RequestRow, Status
+from hailuo_pipeline.generation.planning import inputs_changed
+from hailuo_pipeline.shots.manifest import Shot
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 LEASE = 45.0
@@ -173,3 +176,19 @@ STANDINGS = [
 @pytest.mark.parametrize(("case", "rows", "state"), STANDINGS, ids=[s[0] for s in STANDINGS])
 def test_shot_standing_table(case, rows, state):
     assert shot_standing(rows, NOW, LEASE, unknown).state is state, case
+
+
+def test_a_refused_link_stored_before_its_signature_was_masked_is_not_an_edit(tmp_path):
+    """Rows stored by earlier versions keep a presigned link's signature (masked now): the same link is the
+    same input, so the refused shot is not retried for it; another object, or a changed prompt, is an edit."""
+    link = "https://b.s3.amazonaws.com/shots/a.jpg?X-Amz-Credential=AKIAIOSFODNN7&X-Amz-Signature=8f1c0ffee5ab1e"
+    sent = {"prompt": "p", "duration": "6", "prompt_optimizer": True, "image": link, "image_sha256": "abc"}
+    refused = row(Status.FAILED, owner=None, permanent_failure=True, arguments_json=json.dumps(sent))
+
+    def shot(image: str, prompt: str = "p") -> Shot:
+        return Shot("s", image, prompt, "6", "true", 2, tmp_path)
+
+    assert not inputs_changed(refused, shot(link), lambda _shot: None)
+    assert not inputs_changed(refused, shot(link.replace("8f1c0ffee5ab1e", "re-signed")), lambda _shot: None)
+    assert inputs_changed(refused, shot(link.replace("a.jpg", "b.jpg")), lambda _shot: None)
+    assert inputs_changed(refused, shot(link, prompt="q"), lambda _shot: None)

@@ -78,6 +78,26 @@ def test_offered_durations_pass(duration):
 
 
 SECRET = "a1b2c3d4-0000-4000-8000-e5f6a7b8c9d0:0123456789abcdef0123456789abcdef"
+LINK_SECRETS = (
+    "AKIAIOSFODNN7EXAMPLE",
+    "8f1c0ffee5ab1e",
+    "FwoGZXIvYXdzEJr",
+    "svc@proj.iam",
+    "AbC%2B12x%3D",
+    "Zm9vYmFy~x",
+    "t0k3n",
+    "k3y-v4lue",
+)
+PRESIGNED = {  # the image links of a manifest: each carries its credential in its query
+    "S3": "https://b.s3.amazonaws.com/a.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F"
+    "20261130%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261130T000000Z&X-Amz-Expires=3600&X-Amz-Security-Token="
+    "FwoGZXIvYXdzEJr&X-Amz-SignedHeaders=host&X-Amz-Signature=8f1c0ffee5ab1e",
+    "GCS": "https://storage.googleapis.com/b/a.png?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=svc@proj.iam"
+    "&X-Goog-Signature=8f1c0ffee5ab1e",
+    "Azure SAS": "https://acct.blob.core.windows.net/c/a.webp?sv=2022-11-02&se=2026-12-01&sr=b&sp=r&sig=AbC%2B12x%3D",
+    "CloudFront": "https://d1.cloudfront.net/a.jpg?Expires=1790000000&Signature=Zm9vYmFy~x&Key-Pair-Id=K2JCJMDEHX",
+    "token and key": "https://cdn.example.com/a.jpg?token=t0k3n&w=640&API_KEY=k3y-v4lue",
+}
 
 
 @pytest.mark.parametrize(
@@ -103,11 +123,19 @@ def test_a_well_formed_key_passes():
         ("GET https://alice:hunter2-secret@images.example.com/a.jpg failed", "images.example.com/a.jpg"),
         ("image_url data:image/png;base64," + "iVBORw0KGgo" * 40, "data:image/png;base64,"),
         ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "Authorization: Bearer"),
+        *((f"shot s1: image {link} answered 403", link.split("?")[0]) for link in PRESIGNED.values()),
     ],
+    ids=["fal key", "URL user:password", "data URI", "bearer token", *PRESIGNED],
 )
 def test_one_redaction_function_masks_every_kind_of_secret(monkeypatch, text, kept):
     monkeypatch.setenv("FAL_KEY", SECRET + " ")
     out = redact(text)
     assert kept in out
-    for secret in (SECRET, "hunter2-secret", "iVBORw0KGgoiVBORw0KGgo", "eyJhbGciOiJIUzI1NiJ9.payload.sig"):
-        assert secret not in out
+    secrets = (SECRET, "hunter2-secret", "iVBORw0KGgoiVBORw0KGgo", "eyJhbGciOiJIUzI1NiJ9.payload.sig", *LINK_SECRETS)
+    assert [secret for secret in secrets if secret in out] == []
+    assert redact(out) == out  # what is stored redacted stays as it is when it passes again
+
+
+def test_a_links_plain_query_is_kept():
+    link = "https://cdn.example.com/designs/a.jpg?design=blue&width=640&Key-Pair-Id=K2JCJMDEHXQW5F&Expires=1790000000"
+    assert redact(link) == link

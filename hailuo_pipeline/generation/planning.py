@@ -135,11 +135,14 @@ def inputs_changed(row: RequestRow, shot: Shot, image_sha256: Callable[[Shot], s
     """Has the manifest row (or the local image file) changed since `row` was sent?"""
     sent = row.arguments
     optimizer = shot.prompt_optimizer.strip().lower() in TRUE_WORDS
-    if (sent.get("prompt"), sent.get("duration"), sent.get("prompt_optimizer"), sent.get("image")) != (
+    # The image is stored redacted, by whichever version of `redact` was current then: both sides pass the
+    # one in use now, so a link stored with what is masked today is not taken for an edit.
+    sent_image = sent.get("image")
+    if (sent.get("prompt"), sent.get("duration"), sent.get("prompt_optimizer"), sent_image and redact(sent_image)) != (
         shot.prompt,
         shot.duration.strip(),
         optimizer,
-        redact(shot.image),  # stored redacted
+        redact(shot.image),
     ):
         return True
     current = image_sha256(shot)
