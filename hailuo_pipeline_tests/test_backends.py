@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import random
 import threading
@@ -16,6 +17,7 @@ from hailuo_pipeline.catalog.ledger import BudgetExceededError, RequestLedger
 from hailuo_pipeline.catalog.report import build_report
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, utcnow
 from hailuo_pipeline.catalog.schema import LATEST_VERSION, MIGRATIONS
+from hailuo_pipeline.generation.submit import SubmittedIds
 from hailuo_pipeline.model_limits import ENDPOINT_ID
 
 VIEWS = {
@@ -285,3 +287,30 @@ def test_total_limit_at_fal_holds_across_owners_and_frees_as_requests_finish(dat
     assert ledger.claim(_request("s5", owner="w5", duration=6), Budget(), max_in_flight=3).kind is ClaimKind.FULL
     ledger.release("w1")  # an owner that stopped: its request no longer holds a place
     assert ledger.claim(_request("s5", owner="w5", duration=6), Budget(), max_in_flight=3).kind is ClaimKind.SUBMIT
+
+
+def test_ids_answered_together_are_written_together_and_a_bad_one_fails_alone(database):
+    """fal's ids for submits answered at once go into the ledger in one transaction of set-based statements
+    (the window in which a killed process leaves a paid submit ambiguous is one write, not one write per
+    answer), each with its event; a row that cannot take its id fails its own caller only."""
+    ledger = RequestLedger(database)
+    rows = [ledger.claim(_request(f"s{i}"), Budget()).row for i in range(8)]
+    ids = SubmittedIds(ledger)
+
+    async def answered(keys: list[str]) -> list[object]:
+        return await asyncio.gather(*(ids.record(key, f"fal-{key}") for key in keys), return_exceptions=True)
+
+    burst = [row.request_key for row in rows[:6]]
+    assert asyncio.run(answered(burst)) == [None] * 6
+    recorded = [ledger.get(key) for key in burst]
+    assert [(row.status, row.request_id) for row in recorded] == [(Status.SUBMITTED, f"fal-{key}") for key in burst]
+    assert len({row.submitted_at for row in recorded}) == 1  # one transaction's clock
+    with database.transaction(read_only=True) as t:
+        events = t.execute("SELECT request_key, status, detail FROM request_events WHERE status = 'submitted'")
+    assert sorted(events) == sorted((key, "submitted", f"fal request id fal-{key}") for key in burst)
+
+    late = [rows[6].request_key, "no-such-request", rows[7].request_key]
+    outcomes = asyncio.run(answered(late))
+    assert outcomes[0] is None and outcomes[2] is None and isinstance(outcomes[1], ValueError)
+    assert [ledger.get(key).request_id for key in (late[0], late[2])] == [f"fal-{late[0]}", f"fal-{late[2]}"]
+    assert ledger.claim(_request("s0"), Budget()).kind == "resume"  # a recorded id is resumed, never resubmitted

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -93,6 +93,22 @@ class SqlLedgerTransaction(ABC):
             f"UPDATE requests SET {assignments} WHERE request_key = ?",
             [*(_plain(v) for v in values.values()), request_key],
         )
+
+    def record_submits(self, request_ids: Mapping[str, str], at: datetime, details: Sequence[str]) -> set[str]:
+        keys, ids = list(request_ids), list(request_ids.values())
+        found = self.execute(
+            "UPDATE requests SET request_id = s.request_id, submitted_at = CAST(? AS TIMESTAMP), "
+            "status = CAST(? AS VARCHAR) FROM (SELECT UNNEST(CAST(? AS VARCHAR[])) AS request_key, "
+            "UNNEST(CAST(? AS VARCHAR[])) AS request_id) s "
+            "WHERE requests.request_key = s.request_key RETURNING requests.request_key",
+            [at, Status.SUBMITTED.value, keys, ids],
+        )
+        self.execute(
+            "INSERT INTO request_events SELECT UNNEST(CAST(? AS VARCHAR[])), CAST(? AS VARCHAR), "
+            "CAST(? AS TIMESTAMP), UNNEST(CAST(? AS VARCHAR[]))",
+            [keys, Status.SUBMITTED.value, at, list(details)],
+        )
+        return {key for (key,) in found}
 
     def add_polls(self, request_key: str, polls: int) -> None:
         self.execute("UPDATE requests SET polls = polls + ? WHERE request_key = ?", [polls, request_key])

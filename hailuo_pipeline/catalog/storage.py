@@ -10,7 +10,7 @@ PostgreSQL takes an advisory lock that every other writing transaction shares).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime
 from decimal import Decimal
@@ -49,6 +49,11 @@ class LedgerTransaction(Protocol):
     def insert_request(self, values: dict[str, Any]) -> None: ...
 
     def update_request(self, request_key: str, values: dict[str, Any]) -> None: ...
+
+    def record_submits(self, request_ids: Mapping[str, str], at: datetime, details: Sequence[str]) -> set[str]:
+        """Many rows submitted at `at` (key -> fal's id), each with its event (`details`, in the same order), in
+        a fixed number of statements; the keys that had a row."""
+        ...
 
     def add_polls(self, request_key: str, polls: int) -> None: ...
 

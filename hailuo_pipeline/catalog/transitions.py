@@ -30,9 +30,17 @@ class LedgerTransitions:
 
     # -- transitions -----------------------------------------------------------------------
     def mark_submitted(self, request_key: str, request_id: str) -> None:
+        self.mark_submitted_together({request_key: request_id})
+
+    def mark_submitted_together(self, request_ids: dict[str, str]) -> None:
+        """fal's ids for several submits, with their events, in one transaction of two set-based statements:
+        ids answered together are durable together, as soon as one of them alone would be (until written, a
+        killed process leaves its submit ambiguous). A key with no row fails the whole group."""
         with self.store.transaction() as t:
-            values = {"request_id": request_id, "submitted_at": t.now(), "status": Status.SUBMITTED}
-            self._change(t, one_row(t, request_key), values, f"fal request id {request_id}")
+            details = [redact(f"fal request id {request_id}") for request_id in request_ids.values()]
+            missing = set(request_ids) - t.record_submits(request_ids, t.now(), details)
+            if missing:
+                raise ValueError(f"no ledger row for {sorted(missing)}")
 
     def mark_progress(self, request_key: str, status: Status, detail: str | None = None) -> None:
         """Record in_queue / in_progress, only moving forward."""

@@ -1,11 +1,10 @@
 """One shot -> at most one paid request -> one verified video, resumable after any failure.
 
-The ledger decides; this module only follows its decision. Before anything else, an attempt at a shot
-takes over the shot's orphans (requests fal has that no live process follows) and delivers them by id:
-a resume never submits. Then it reuses a verified video, waits for a live concurrent attempt, refuses
-an ambiguous submit or inputs fal refused for good, or submits once. Every request it follows is
-leased to it (renewed every few seconds) and released when it stops, so a crash leaves orphans that
-the next attempt, the nightly sweep or the orphan sensor resumes.
+The ledger decides; this module only follows its decision. Before anything else, an attempt at a shot takes over the
+shot's orphans (requests fal has that no live process follows) and delivers them by id: a resume never submits. Then
+it reuses a verified video, waits for a live concurrent attempt, refuses an ambiguous submit or inputs fal refused
+for good, or submits once. Every request it follows is leased to it (renewed every few seconds) and released when it
+stops, so a crash leaves orphans that the next attempt, the nightly sweep or the orphan sensor resumes.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from hailuo_pipeline.generation.leases import Leases
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.slots import FalSlot, RoomAtFal
-from hailuo_pipeline.generation.submit import fingerprint, ledger_arguments, submit
+from hailuo_pipeline.generation.submit import SubmittedIds, fingerprint, ledger_arguments, submit
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
@@ -70,6 +69,7 @@ class ShotGenerator:
         self.options = options
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leases = Leases(ledger, self.owner, log)
+        self.submitted_ids = SubmittedIds(ledger)
         self.in_flight: dict[str, tuple[str, str]] = {}  # request_key -> (fal id, shot id), for cancelling
         self._client: fal_client.AsyncClient | None = None
         self._follower: RequestFollower | None = None
@@ -257,7 +257,7 @@ class ShotGenerator:
         with self.leases.hold(row):
             submitted_at = None
             if claim.kind is ClaimKind.SUBMIT:
-                request_id, submitted_at = await submit(self.fal, self.client, self.ledger, request, row)
+                request_id, submitted_at = await submit(self.fal, self.client, self.submitted_ids, request, row)
                 self.log.info(f"{request.shot_id}: submitted fal request {request_id}")
                 row = replace(row, request_id=request_id, status=Status.SUBMITTED)
             else:

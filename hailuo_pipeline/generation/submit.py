@@ -24,6 +24,47 @@ from hailuo_pipeline.generation.errors import (
 from hailuo_pipeline.shots.validation import ShotRequest
 
 
+class SubmittedIds:
+    """A batch's writer of fal's request ids. Submits answered while an earlier write is under way wait for
+    the next one, which records them all in one transaction: at a burst of answers the last id is written
+    after two transactions, not after as many as there are answers. Each caller hears its own outcome; a
+    group that fails is written again one id at a time, so that one bad row fails only its own shot."""
+
+    def __init__(self, ledger: RequestLedger) -> None:
+        self.ledger = ledger
+        self._waiting: dict[str, tuple[str, asyncio.Future[None]]] = {}
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, request_key: str, request_id: str) -> None:
+        written = asyncio.get_running_loop().create_future()
+        self._waiting[request_key] = (request_id, written)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_while_waiting())
+        # shielded: a shot cancelled now (a terminated run) still has its id written by the writer
+        await asyncio.shield(written)
+
+    async def _write_while_waiting(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, {}
+            try:
+                await asyncio.to_thread(self.ledger.mark_submitted_together, {k: i for k, (i, _) in group.items()})
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                for _, written in group.values():
+                    written.cancel()
+                raise
+            except Exception:
+                for request_key, (request_id, written) in group.items():
+                    try:
+                        await asyncio.to_thread(self.ledger.mark_submitted, request_key, request_id)
+                    except Exception as exc:
+                        written.set_exception(exc)
+                    else:
+                        written.set_result(None)
+            else:
+                for _, written in group.values():
+                    written.set_result(None)
+
+
 def fingerprint(shot_id: str, endpoint: str, arguments: dict[str, Any]) -> str:
     """Per shot: two shots with identical inputs are two videos, each paid once."""
     text = json.dumps({"shot_id": shot_id, "endpoint": endpoint, **arguments}, sort_keys=True)
@@ -41,13 +82,13 @@ def ledger_arguments(request: ShotRequest) -> dict[str, Any]:
 
 
 async def submit(
-    fal: FalSettings, client: fal_client.AsyncClient, ledger: RequestLedger, request: ShotRequest, row: RequestRow
+    fal: FalSettings, client: fal_client.AsyncClient, ids: SubmittedIds, request: ShotRequest, row: RequestRow
 ) -> tuple[str, float]:
     """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
     try:
         image_url = await fal.image_argument(client, request)
     except Exception as exc:  # uploading to fal's storage is not a submit: nothing can be paid yet
-        await _not_sent(ledger, row, request, f"uploading the image to fal's storage failed ({exc!r})")
+        await _not_sent(ids.ledger, row, request, f"uploading the image to fal's storage failed ({exc!r})")
     payload = {
         "prompt": request.prompt,
         "image_url": image_url,
@@ -58,23 +99,23 @@ async def submit(
     try:
         handle = await submit_once(client, fal.endpoint_id, payload, start_timeout=fal.submit_timeout_seconds)
     except SubmitNotSent as exc:
-        await _not_sent(ledger, row, request, str(exc))
+        await _not_sent(ids.ledger, row, request, str(exc))
     except SubmitUnanswered as exc:  # fal may have a job
-        await asyncio.to_thread(ledger.mark_ambiguous, row.request_key, str(exc))
+        await asyncio.to_thread(ids.ledger.mark_ambiguous, row.request_key, str(exc))
         raise PermanentShotFailure(
             request.shot_id, f"{exc}; fal may have created a job we cannot see", fix_for_ambiguous(row.request_key)
         ) from exc
     except fal_client.FalClientHTTPError as exc:
         failure = failure_for_http(request.shot_id, exc.status_code, exc.error_type, exc.message, "submitting")
         await asyncio.to_thread(
-            ledger.mark_failed,
+            ids.ledger.mark_failed,
             row.request_key,
             f"http_{exc.status_code}",
             failure.cause,
             permanent=is_input_refusal(exc.error_type, exc.status_code),
         )
         raise failure from exc
-    await asyncio.to_thread(ledger.mark_submitted, row.request_key, handle.request_id)
+    await ids.record(row.request_key, handle.request_id)
     return handle.request_id, sent_at
 
 
