@@ -1,7 +1,7 @@
 """Backfill throughput on the paths users take, with their defaults, against a bare fal_client script, in one run.
 
     python benchmarks/backfill.py [--shots 200] [--concurrency 16] [--queue-seconds 2] [--inference-seconds 3]
-                                  [--catalog duckdb|postgres] [--paths cli,daemon] [--per-run-shots N]
+                                  [--catalog duckdb|postgres] [--paths cli,daemon,sensor] [--per-run-shots N]
 
 Starts `hailuo emulator` in its own process (fixed latency, no jitter), then, each with a data directory,
 catalog and Dagster instance of its own:
@@ -12,11 +12,14 @@ catalog and Dagster instance of its own:
   3. daemon:  `dagster dev` (webserver, daemon, run queue) already up; a backfill of every shot's
               `source_image`, `prompt` and `hailuo_video` launched as the UI's "Materialize" does, timed from
               the launch until the daemon reports it complete;
-  4. per-run: with --per-run-shots N, one run per shot (`--shots-per-run 1`) on N shots, for comparison.
-C other than the default 16 is given to both pipeline paths as HAILUO_CONCURRENCY, the one setting a UI
-backfill reads. Prints each path's wall time and ratio to bare, CPU seconds per shot and peak memory (the
-CLI's process; the whole `dagster dev` process tree for the daemon path). `--catalog postgres` runs the
-pipeline in the shared mode: the ledger in a local PostgreSQL, videos in a local S3 API (both started here).
+  4. sensor:  `dagster dev` already up; `shots_generation_sensor` turned on as Automation's toggle does,
+              timed from turning it on until the runs it requested have ended;
+  5. per-run: with --per-run-shots N, one run per shot (`--shots-per-run 1`) on N shots, for comparison.
+C other than the default 16 is given to the pipeline paths as HAILUO_CONCURRENCY, the one setting a UI
+backfill or a sensor's run reads. Prints each path's wall time and ratio to bare, CPU seconds per shot and
+peak memory (the CLI's process; the whole `dagster dev` process tree for the daemon and sensor paths).
+`--catalog postgres` runs the pipeline in the shared mode: the ledger in a local PostgreSQL, videos in a local
+S3 API (both started here).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,53 +171,111 @@ query($id: String!) {
     ... on Runs { results { runId creationTime startTime endTime } }
   }
 }"""
+START_SENSOR = """
+mutation($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) { __typename ... on PythonError { message } }
+}"""
+RUNS_TAGGED = """
+query($key: String!, $value: String!) {
+  runsOrError(filter: {tags: [{key: $key, value: $value}]}) {
+    ... on Runs { results { runId status creationTime startTime endTime } }
+  }
+}"""
 UNFINISHED = {"REQUESTED", "CANCELING", "FAILING"}
+RUN_ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
+GENERATION_SENSOR = "shots_generation_sensor"
+
+Runs = list[dict]
 
 
-def daemon_backfill(env: dict[str, str], root: Path, shots: int) -> dict:
-    """The UI's path: `dagster dev` (webserver, daemon, run queue) already up, as a user has it; a backfill of
-    every shot's inputs and video launched as the UI's "Materialize" button does (GraphQL), timed from the
-    launch until the daemon reports it done. Returns the wall time, and when its run started and ended."""
+def graphql(url: str, query: str, variables: dict) -> dict:
     import httpx
 
-    server = LocalDagsterDev(env, REPO, root / "dagster-dev.log").start(timeout_seconds=180)
-    url = f"{server.url}/graphql"
-    try:
-        time.sleep(5)  # the daemon and the code server settle; a user's `dagster dev` has been up for a while
+    return httpx.post(url, json={"query": query, "variables": variables}, timeout=60).json()["data"]
+
+
+def tagged_runs(url: str, key: str, value: str) -> Runs:
+    return graphql(url, RUNS_TAGGED, {"key": key, "value": value})["runsOrError"]["results"]
+
+
+def launch_backfill(shots: int) -> Callable[[str], Callable[[], Runs | None]]:
+    """A backfill of every shot's inputs and video, launched as the UI's "Materialize" button does; done
+    when the daemon reports it complete."""
+
+    def launch(url: str) -> Callable[[], Runs | None]:
         params = {
             "assetSelection": [{"path": ["source_image"]}, {"path": ["prompt"]}, {"path": ["hailuo_video"]}],
             "partitionNames": [f"shot-{i:04d}" for i in range(shots)],
             "title": "benchmark",
         }
-        memory = TreeMemory(server.pid)
-        started = time.perf_counter()
-        answer = httpx.post(url, json={"query": LAUNCH_BACKFILL, "variables": {"params": params}}, timeout=60).json()
-        launched = answer["data"]["launchPartitionBackfill"]
+        launched = graphql(url, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"backfill not launched: {launched}")
-        status = "REQUESTED"
-        while status in UNFINISHED:
+
+        def ended() -> Runs | None:
+            answer = graphql(url, BACKFILL_STATUS, {"id": launched["backfillId"]})
+            status = answer["partitionBackfillOrError"]["status"]
+            if status in UNFINISHED:
+                return None
+            if status not in ("COMPLETED", "COMPLETED_SUCCESS"):
+                raise RuntimeError(f"backfill ended {status}")
+            return tagged_runs(url, "dagster/backfill", launched["backfillId"])
+
+        return ended
+
+    return launch
+
+
+def start_generation_sensor(url: str) -> Callable[[], Runs | None]:
+    """`shots_generation_sensor` turned on, as Automation's toggle does; done when every run it requested
+    has ended (it requests the whole batch in one tick)."""
+    selector = {
+        "repositoryLocationName": "hailuo_pipeline",
+        "repositoryName": "__repository__",
+        "sensorName": GENERATION_SENSOR,
+    }
+    started = graphql(url, START_SENSOR, {"selector": selector})["startSensor"]
+    if started["__typename"] != "Sensor":
+        raise RuntimeError(f"sensor not started: {started}")
+
+    def ended() -> Runs | None:
+        runs = tagged_runs(url, "dagster/sensor_name", GENERATION_SENSOR)
+        if not runs or any(r["status"] not in RUN_ENDED for r in runs):
+            return None
+        if any(r["status"] != "SUCCESS" for r in runs):
+            raise RuntimeError(f"sensor runs ended {[r['status'] for r in runs]}")
+        return runs
+
+    return ended
+
+
+def on_dagster_dev(env: dict[str, str], root: Path, launch: Callable[[str], Callable[[], Runs | None]]) -> dict:
+    """A daemon's path: `dagster dev` (webserver, daemon, run queue) already up, as a user has it; `launch`
+    starts the work through its GraphQL API, as the UI does. Timed from the launch until the work is done.
+    Returns the wall time, the tree's peak memory, and when its runs were created, started and ended."""
+    server = LocalDagsterDev(env, REPO, root / "dagster-dev.log").start(timeout_seconds=180)
+    url = f"{server.url}/graphql"
+    try:
+        time.sleep(5)  # the daemon and the code server settle; a user's `dagster dev` has been up for a while
+        memory = TreeMemory(server.pid)
+        started = time.perf_counter()
+        ended = launch(url)
+        runs = None
+        while runs is None:
             time.sleep(0.5)
-            reply = httpx.post(
-                url, json={"query": BACKFILL_STATUS, "variables": {"id": launched["backfillId"]}}, timeout=60
-            ).json()
-            status = reply["data"]["partitionBackfillOrError"]["status"]
+            runs = ended()
         wall = time.perf_counter() - started
-        if status not in ("COMPLETED", "COMPLETED_SUCCESS"):
-            raise RuntimeError(f"backfill ended {status}; see {root / 'dagster-dev.log'}")
         launched_at = time.time() - wall
-        runs = httpx.post(
-            url, json={"query": BACKFILL_RUNS, "variables": {"id": launched["backfillId"]}}, timeout=60
-        ).json()["data"]["runsOrError"]["results"]
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; see {root / 'dagster-dev.log'}") from exc
     finally:
         peak = memory.stop() if "memory" in locals() else 0.0
         server.stop()
     return {
         "wall": wall,
-        "status": status,
         "peak_tree_rss_mb": peak,
         "runs": len(runs),
-        # the daemon's share: its backfill loop runs every 30 s, the run queue every few seconds
+        # the daemons' share: the backfill loop runs every 30 s, the sensor and the run queue every few seconds
         "first_run_created": min(r["creationTime"] for r in runs) - launched_at,
         "first_run_started": min(r["startTime"] for r in runs) - launched_at,
         "last_run_ended": max(r["endTime"] for r in runs) - launched_at,
@@ -284,7 +346,9 @@ def main() -> None:
     parser.add_argument("--inference-seconds", type=float, default=3.0)
     parser.add_argument("--catalog", choices=["duckdb", "postgres"], default="duckdb")
     parser.add_argument(
-        "--paths", default="cli,daemon", help="comma-separated: cli (hailuo materialize), daemon (a UI backfill)"
+        "--paths",
+        default="cli,daemon,sensor",
+        help="comma-separated: cli (hailuo materialize), daemon (a UI backfill), sensor (the generation sensor)",
     )
     parser.add_argument("--per-run-shots", type=int, default=0, help="also time one run per shot on this many")
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
@@ -347,24 +411,26 @@ def main() -> None:
                 }
             )
             jobs_so_far += args.shots
-        if "daemon" in paths:
-            env = workspace_env(base, root / "daemon", args.shots, "daemon")
+        launches = {"daemon": launch_backfill(args.shots), "sensor": start_generation_sensor}
+        for path in (p for p in ("daemon", "sensor") if p in paths):
+            env = workspace_env(base, root / path, args.shots, path)
             run_child([*hailuo, "sync"], env)  # the shots are registered, as the manifest sensor does
-            daemon = daemon_backfill(env, root / "daemon", args.shots)
+            daemon = on_dagster_dev(env, root / path, launches[path])
             figures.update(
                 {
-                    "daemon_wall_seconds": round(daemon["wall"], 2),
-                    "daemon_ratio": round(daemon["wall"] / baseline["wall"], 3),
-                    "daemon_peak_tree_rss_mb": round(daemon["peak_tree_rss_mb"], 1),
-                    "daemon_runs": daemon["runs"],
-                    "daemon_first_run_created_seconds": round(daemon["first_run_created"], 2),
-                    "daemon_first_run_started_seconds": round(daemon["first_run_started"], 2),
-                    "daemon_last_run_ended_seconds": round(daemon["last_run_ended"], 2),
-                    "daemon_runs_wall_seconds": round(daemon["runs_wall"], 2),
-                    "daemon_runs_ratio": round(daemon["runs_wall"] / baseline["wall"], 3),
-                    "daemon_mean_at_fal": at_fal(fal_env, admin, jobs_so_far, args.shots),
+                    f"{path}_wall_seconds": round(daemon["wall"], 2),
+                    f"{path}_ratio": round(daemon["wall"] / baseline["wall"], 3),
+                    f"{path}_peak_tree_rss_mb": round(daemon["peak_tree_rss_mb"], 1),
+                    f"{path}_runs": daemon["runs"],
+                    f"{path}_first_run_created_seconds": round(daemon["first_run_created"], 2),
+                    f"{path}_first_run_started_seconds": round(daemon["first_run_started"], 2),
+                    f"{path}_last_run_ended_seconds": round(daemon["last_run_ended"], 2),
+                    f"{path}_runs_wall_seconds": round(daemon["runs_wall"], 2),
+                    f"{path}_runs_ratio": round(daemon["runs_wall"] / baseline["wall"], 3),
+                    f"{path}_mean_at_fal": at_fal(fal_env, admin, jobs_so_far, args.shots),
                 }
             )
+            jobs_so_far += args.shots
         if args.per_run_shots:
             env = workspace_env(base, root / "per-run", args.per_run_shots, "per_run")
             per_run = measured([*hailuo, "materialize", "--shots-per-run", "1"], env)

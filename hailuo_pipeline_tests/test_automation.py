@@ -1,13 +1,19 @@
-"""Staleness after an edit, the sensor at 10,000 rows, and the nightly sweep's run requests."""
+"""Staleness after an edit, the sensor at 10,000 rows, the nightly sweep's run requests, and shots left to the
+runs already queued or under way."""
 
 from __future__ import annotations
 
 import csv
+import logging
+import time
 from datetime import datetime
 from decimal import Decimal
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunRequest, SkipReason
 from dagster._core.definitions.data_version import StaleStatus
+from dagster._core.events import DagsterEvent, DagsterEventType, EngineEventData
+from dagster._core.events.log import EventLogEntry
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from hailuo_pipeline.defs.automation.sensors import shots_generation_sensor, shots_manifest_sensor
@@ -117,3 +123,82 @@ def test_nightly_sweep_survives_an_invalid_duration(workspace):
     instance.add_dynamic_partitions("shots", ["odd", "ok"])
     requests = tick_schedule("nightly_sweep", instance, datetime(2026, 11, 29, 3, 0))
     assert sorted(r.partition_key for r in requests) == ["odd", "ok"]  # the invalid one in a run of its own
+
+
+def run_of(instance: DagsterInstance, request: RunRequest, status: DagsterRunStatus) -> DagsterRun:
+    """The run a daemon creates for `request`, in `status`, from the code location `dagster dev` loads."""
+    tags = {**request.tags, **({"dagster/partition": request.partition_key} if request.partition_key else {})}
+    job = build_definitions().resolve_job_def(request.job_name or "generate_shots")
+    location = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("hailuo_pipeline"), "__repository__")
+    return instance.create_run_for_job(
+        job,
+        run_config=request.run_config or {},
+        tags=tags,
+        status=status,
+        remote_job_origin=RemoteJobOrigin(location, job.name),
+    )
+
+
+def heard_from(instance: DagsterInstance, run: DagsterRun, seconds_ago: float) -> None:
+    event = DagsterEvent(
+        DagsterEventType.ENGINE_EVENT.value, run.job_name, message="working", event_specific_data=EngineEventData()
+    )
+    entry = EventLogEntry(
+        error_info=None,
+        level=logging.INFO,
+        user_message="",
+        run_id=run.run_id,
+        timestamp=time.time() - seconds_ago,
+        job_name=run.job_name,
+        dagster_event=event,
+    )
+    instance.store_event(entry)
+
+
+def requested_shots(result: object) -> list[str]:
+    assert isinstance(result, list), result
+    shots = []
+    for request in result:
+        config = (request.run_config or {}).get("ops", {}).get("hailuo_shots", {}).get("config", {})
+        shots += config.get("only") or [request.partition_key]
+    return sorted(shots)
+
+
+def test_the_generation_sensor_and_the_sweep_leave_shots_to_the_runs_queued_or_under_way(workspace):
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"p{i}"} for i in range(1, 9)])
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("shots", [f"s{i}" for i in range(1, 7)])
+    (batch,) = tick_sensor(shots_generation_sensor, instance)
+    queued = run_of(instance, batch, DagsterRunStatus.QUEUED)  # what the daemon does with it
+    skipped = tick_sensor(shots_generation_sensor, instance)
+    assert isinstance(skipped, SkipReason) and "in runs queued or under way" in (skipped.skip_message or "")
+
+    instance.add_dynamic_partitions("shots", ["s7", "s8"])  # new rows while the batch waits: only they are asked
+    assert requested_shots(tick_sensor(shots_generation_sensor, instance)) == ["s7", "s8"]
+    assert requested_shots(tick_schedule("nightly_sweep", instance, datetime(2026, 11, 29, 3, 0))) == ["s7", "s8"]
+
+    # a UI backfill's range (no `only`) takes all of it
+    ui = RunRequest(
+        job_name="generate_shots",
+        tags={"dagster/asset_partition_range_start": "s7", "dagster/asset_partition_range_end": "s8"},
+    )
+    backfill = run_of(instance, ui, DagsterRunStatus.STARTING)
+    assert isinstance(tick_sensor(shots_generation_sensor, instance), SkipReason)
+
+    # a started run heard from lately takes its shot; a run that only validates takes none
+    started = run_of(instance, RunRequest(job_name="generate_shots", partition_key="s8"), DagsterRunStatus.STARTED)
+    heard_from(instance, started, seconds_ago=5)
+    validating = run_of(instance, RunRequest(job_name="shot_inputs", partition_key="s7"), DagsterRunStatus.STARTED)
+    heard_from(instance, validating, seconds_ago=5)
+    instance.report_run_canceled(backfill)
+    assert requested_shots(tick_sensor(shots_generation_sensor, instance)) == ["s7"]
+
+    # a started run silent for longer than any live batch is taken for dead: its shot is asked for again
+    silent = run_of(instance, RunRequest(job_name="generate_shots", partition_key="s8"), DagsterRunStatus.STARTED)
+    heard_from(instance, silent, seconds_ago=3600)
+    instance.report_run_canceled(started)
+    assert requested_shots(tick_sensor(shots_generation_sensor, instance)) == ["s7", "s8"]
+
+    # the batch's run ends without reaching its shots (canceled): they are pending again, and asked for
+    instance.report_run_canceled(queued)
+    assert requested_shots(tick_sensor(shots_generation_sensor, instance)) == [f"s{i}" for i in range(1, 9)]

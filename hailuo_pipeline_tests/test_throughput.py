@@ -10,7 +10,7 @@ from pathlib import Path
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from hailuo_pipeline.defs.headless import materialize
-from hailuo_pipeline.generation.planning import ShotRun, shot_runs
+from hailuo_pipeline.generation.planning import ShotRun, shot_runs, shots_of_run
 from hailuo_pipeline_tests.helpers import REPO_ROOT, hailuo, new_dagster_home, query
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -24,6 +24,16 @@ def test_a_batch_is_one_run_whatever_lies_between_its_shots():
     (run,) = shot_runs(order, wanted)
     assert run.step_config(resume_only=True) == {"resume_only": True, "only": ["s1", "s4", "s5", "s8"]}
     assert ShotRun("s8", "s8", ("s8",)).step_config() == {}
+
+
+def test_the_shots_a_run_handles_are_read_back_from_its_partition_range_and_only():
+    order = [f"s{i}" for i in range(10)]
+    (run,) = shot_runs(order, ["s8", "s1", "s4"])
+    assert shots_of_run(order, None, run.start, run.end, run.step_config()["only"]) == {"s1", "s4", "s8"}
+    assert shots_of_run(order, None, "s2", "s4") == {"s2", "s3", "s4"}  # a UI backfill's range: all of it
+    assert shots_of_run(order, "s7", None, None) == {"s7"}
+    assert shots_of_run(order, None, "s2", "gone") == set()  # an end since removed: nothing can be read
+    assert shots_of_run(order, None, None, None) == set()
 
 
 def test_a_plain_materialize_is_one_run_spanning_what_it_leaves_alone(workspace, emulator):

@@ -18,7 +18,11 @@ from dagster._core.definitions.data_version import (
 )
 from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
 from dagster._core.log_manager import LOG_RECORD_METADATA_ATTR
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
@@ -29,6 +33,7 @@ __all__ = [
     "DEFAULT_DATA_VERSION",
     "LOG_RECORD_METADATA_ATTR",
     "NULL_EVENT_POINTER",
+    "PARTITION_NAME_TAG",
     "AssetMaterializationPlannedData",
     "DagsterEvent",
     "compute_logical_data_version",

@@ -194,6 +194,21 @@ def shot_runs(ordered: Sequence[str], selected: Iterable[str], max_size: int | N
     ]
 
 
+def shots_of_run(
+    ordered: Sequence[str], partition: str | None, start: str | None, end: str | None, only: Iterable[str] = ()
+) -> set[str]:
+    """The shots a run handles: its one partition, or its range of the partition order (only those of `only`
+    when it names some). A range whose ends are no longer registered names none."""
+    if partition is not None:
+        return {partition}
+    position = {key: index for index, key in enumerate(ordered)}
+    if start not in position or end not in position:
+        return set()
+    in_range = ordered[position[start] : position[end] + 1]
+    wanted = set(only)
+    return {key for key in in_range if key in wanted} if wanted else set(in_range)
+
+
 def plan_shot_runs(
     ordered: Sequence[str], shot_ids: Sequence[str], manifest: Manifest, max_size: int | None = None
 ) -> list[ShotRun]:

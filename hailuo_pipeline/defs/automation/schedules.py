@@ -11,7 +11,7 @@ from dagster import (
     schedule,
 )
 
-from hailuo_pipeline.defs.automation.run_requests import shot_run_requests
+from hailuo_pipeline.defs.automation.run_requests import shot_run_requests, shots_in_live_runs
 from hailuo_pipeline.defs.jobs import shots_job
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
@@ -57,7 +57,8 @@ def sweep(
 ) -> SkipReason | list[RunRequest]:
     manifest = shots.manifest()
     registered = context.instance.get_dynamic_partitions(SHOTS)
-    candidates = [s for s in registered if s in manifest.shots]
+    taken = shots_in_live_runs(context.instance, registered)  # left to the runs that will make them
+    candidates = [s for s in registered if s in manifest.shots and s not in taken]
     # an invalid duration is budgeted as the default; its run refuses it with the shot's own message
     offered = {str(d) for d in DURATIONS_SECONDS}
     durations = {

@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from hailuo_pipeline.catalog.registry import record_shots
-from hailuo_pipeline.defs.automation.run_requests import shot_run_requests
+from hailuo_pipeline.defs.automation.run_requests import shot_run_requests, shots_in_live_runs
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
@@ -85,12 +85,18 @@ def shots_generation_sensor(context: SensorEvaluationContext, shots: ShotsResour
     plan = plan_shots([s for s in registered if s in manifest.shots], manifest, catalog.ledger().standings())
     if not plan.to_generate:
         return SkipReason("no pending shots")
+    taken = shots_in_live_runs(context.instance, registered)
+    todo = [s for s in plan.to_generate if s not in taken]
+    if not todo:
+        return SkipReason(f"the {len(plan.to_generate)} pending shot(s) are in runs queued or under way")
     # keyed by the shots and their contents: a shot is requested once per version, not once per tick
-    digest = hashlib.sha256(
-        "".join(f"{s}:{manifest.shots[s].content_hash()}" for s in plan.to_generate).encode()
-    ).hexdigest()[:12]
-    context.log.info(f"requesting the videos of {len(plan.to_generate)} pending shot(s)")
-    runs = plan_shot_runs(registered, plan.to_generate, manifest, SHOTS_PER_RUN)
+    digest = hashlib.sha256("".join(f"{s}:{manifest.shots[s].content_hash()}" for s in todo).encode()).hexdigest()[:12]
+    left = len(plan.to_generate) - len(todo)
+    context.log.info(
+        f"requesting the videos of {len(todo)} pending shot(s)"
+        + (f"; {left} more are in runs queued or under way" if left else "")
+    )
+    runs = plan_shot_runs(registered, todo, manifest, SHOTS_PER_RUN)
     return shot_run_requests(runs, shots_job.name, f"generate-{digest}")
 
 
