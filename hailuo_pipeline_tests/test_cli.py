@@ -94,12 +94,13 @@ def test_hailuo_ui_is_dagster_dev_on_the_commands_instance_as_the_same_code_loca
 
     import yaml
 
-    from hailuo_pipeline.defs.headless import PLANNED_EVENTS_PER_RANGE, dagster_dev_command
+    from hailuo_pipeline.defs.headless import MALLOC_ARENAS, PLANNED_EVENTS_PER_RANGE, dagster_dev_command
     from hailuo_pipeline.settings import Settings
 
     monkeypatch.setenv("HAILUO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv(PLANNED_EVENTS_PER_RANGE, raising=False)
+    monkeypatch.delenv(MALLOC_ARENAS, raising=False)
     command, env = dagster_dev_command(Settings.from_env(), "127.0.0.1", 3123)
     home = tmp_path / "data" / "dagster_home"
     assert env["DAGSTER_HOME"] == str(home) and (home / "dagster.yaml").exists()
@@ -111,9 +112,11 @@ def test_hailuo_ui_is_dagster_dev_on_the_commands_instance_as_the_same_code_loca
         "module_name": project["module_name"],
         "location_name": project["code_location_name"],
     }
-    assert env[PLANNED_EVENTS_PER_RANGE] == "true"
+    assert env[PLANNED_EVENTS_PER_RANGE] == "true" and env[MALLOC_ARENAS] == "2"
     monkeypatch.setenv(PLANNED_EVENTS_PER_RANGE, "false")  # a value the user set is theirs
-    assert dagster_dev_command(Settings.from_env(), "127.0.0.1", 3123)[1][PLANNED_EVENTS_PER_RANGE] == "false"
+    monkeypatch.setenv(MALLOC_ARENAS, "8")
+    env = dagster_dev_command(Settings.from_env(), "127.0.0.1", 3123)[1]
+    assert env[PLANNED_EVENTS_PER_RANGE] == "false" and env[MALLOC_ARENAS] == "8"
 
 
 @pytest.mark.slow
