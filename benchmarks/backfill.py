@@ -165,12 +165,6 @@ BACKFILL_STATUS = """
 query($id: String!) {
   partitionBackfillOrError(backfillId: $id) { __typename ... on PartitionBackfill { status } }
 }"""
-BACKFILL_RUNS = """
-query($id: String!) {
-  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
-    ... on Runs { results { runId creationTime startTime endTime } }
-  }
-}"""
 START_SENSOR = """
 mutation($selector: SensorSelector!) {
   startSensor(sensorSelector: $selector) { __typename ... on PythonError { message } }
