@@ -18,20 +18,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hailuo_pipeline.catalog.decisions import shot_standing  # noqa: E402
-from hailuo_pipeline.catalog.duckdb_ledger import DuckDBLedgerStore  # noqa: E402
+from hailuo_pipeline.catalog.backends import open_catalog  # noqa: E402
+from hailuo_pipeline.catalog.decisions import ClaimOptions, judge  # noqa: E402
 from hailuo_pipeline.catalog.ledger import RequestLedger  # noqa: E402
 from hailuo_pipeline.catalog.rows import RequestRow, utcnow  # noqa: E402
 from hailuo_pipeline.catalog.store import Catalog  # noqa: E402
 
 
 def build(path: Path, rows: int) -> None:
+    shots = max(1, rows // 4)  # each shot's takes share its inputs (one fingerprint), as in a real catalog
     with Catalog(path).connect() as conn:
         conn.execute(
             f"""
             INSERT INTO requests (request_key, request_id, shot_id, take, fingerprint, endpoint, duration_seconds,
                                   status, created_at, price_usd, cost_usd, reserved_usd, attempts)
-            SELECT 'k' || i, 'r' || i, 'shot-' || (i % {max(1, rows // 4)}), 1, 'f' || i, 'e', 6,
+            SELECT 'k' || i, 'r' || i, 'shot-' || (i % {shots}), 1, 'f' || (i % {shots}), 'e', 6,
                    CASE WHEN i % 97 = 0 THEN 'failed' WHEN i % 1009 = 0 THEN 'in_queue' ELSE 'succeeded' END,
                    TIMESTAMP '2026-01-01' + INTERVAL (i) SECOND, 0.19, 0.19, 0, 1
             FROM range({rows}) t(i)
@@ -47,8 +48,15 @@ def every_row(ledger: RequestLedger) -> dict[str, str]:
         by_shot.setdefault(row.shot_id, []).append(row)
     now = utcnow()
     return {
-        s: shot_standing(found, now, ledger.lease_seconds, ledger.alive).state.value for s, found in by_shot.items()
+        s: judge(
+            found, same_inputs=same_inputs, now=now, lease_seconds=ledger.lease_seconds, options=ClaimOptions()
+        ).kind.value
+        for s, found in by_shot.items()
     }
+
+
+def same_inputs(row: RequestRow) -> bool:
+    return True  # every row of a shot was sent with the inputs it has now
 
 
 def main() -> None:
@@ -57,17 +65,18 @@ def main() -> None:
     args = parser.parse_args()
     path = Path(tempfile.mkdtemp(prefix="hailuo-standings-")) / "catalog.duckdb"
     build(path, args.rows)
-    ledger = RequestLedger(DuckDBLedgerStore(path))
+    ledger = RequestLedger(open_catalog(path))
     started = time.perf_counter()
     baseline = every_row(ledger)
     baseline_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    standings = {s: standing.state.value for s, standing in ledger.standings().items()}
+    decisions = ledger.judge_shots(dict.fromkeys(baseline, same_inputs), ClaimOptions())
+    standings = {s: decision.kind.value for s, decision in decisions.items()}
     seconds = time.perf_counter() - started
     assert standings == baseline, "the two readings disagree"
     print(f"{args.rows} rows, {len(standings)} shots")
     print(f"every row (baseline): {baseline_seconds:.2f} s")
-    print(f"standings():          {seconds:.2f} s")
+    print(f"judge_shots():       {seconds:.2f} s")
     print(f"ratio standings / every row = {seconds / baseline_seconds:.3f}")
 
 

@@ -78,6 +78,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         new_take=args.new_take,
         resubmit_ambiguous=args.resubmit_ambiguous,
         retry_refused=args.retry_refused,
+        repay_lost=args.repay_lost,
         concurrency=args.concurrency,
         shots_per_run=args.shots_per_run,
         say=print,
@@ -282,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         "--retry-refused",
         action="store_true",
         help="send again inputs fal refused for good (every such shot, or the named ones); fal may bill again",
+    )
+    run.add_argument(
+        "--repay-lost",
+        action="store_true",
+        help="pay again for shots whose paid video was lost at fal (every such shot, or the named ones)",
     )
     run.add_argument(
         "--concurrency",

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from hailuo_pipeline.catalog.backends import open_catalog
-from hailuo_pipeline.catalog.decisions import ClaimKind, shot_standing
+from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions
 from hailuo_pipeline.catalog.ledger import BudgetExceededError, RequestLedger
 from hailuo_pipeline.catalog.report import build_report
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, utcnow
@@ -210,51 +210,67 @@ def test_four_processes_writing_at_once_lose_nothing(backend, tmp_path, request)
     assert totals.iloc[0].tolist() == [100, 100, Decimal("19.0000"), 400, LATEST_VERSION]
 
 
-def test_standings_read_at_scale_equal_standings_over_every_row(database):
-    """The store hands the ledger only the rows a shot's standing depends on (plus the shots plainly
-    delivered); over a varied catalog that must decide exactly as reading every row would."""
-    rng = random.Random(7)
+PLANNER_OPTIONS = [
+    ClaimOptions(),
+    ClaimOptions(new_take=True),
+    ClaimOptions(resubmit_ambiguous=True),
+    ClaimOptions(retry_refused=True),
+    ClaimOptions(repay_lost=True),
+]
+
+
+@pytest.mark.parametrize("options", PLANNER_OPTIONS, ids=["plain", "new_take", "resubmit", "retry", "repay_lost"])
+def test_the_planner_answers_as_the_claim_on_a_varied_ledger(database, options):
+    """The planner reads, for many shots at once, only the rows the judge depends on; the step's claim reads all
+    of a shot's rows. Over a varied ledger (every status, several inputs per shot, live, silent, dead and
+    released owners), for every option, the planner's answer is the claim's: a shot the planner would not pay
+    for is not paid for by the claim, and the other way round."""
+    rng = random.Random(hash(options) % 1000)
     statuses = [s.value for s in Status]
+    active = ["reserved", "submitted", "in_queue", "in_progress", "completed"]
     start = datetime(2026, 11, 1)
     with database.transaction() as t:
         now = t.now()
-        for shot in range(300):
-            for take in range(rng.randint(1, 5)):
+        for shot in range(120):
+            for take in range(rng.randint(0, 5)):
+                fingerprint = f"fp-s{shot}" if rng.random() < 0.7 else f"old-s{shot}-{rng.randint(0, 1)}"
                 status = rng.choice(statuses)
-                live = status in {"reserved", "submitted", "in_queue", "in_progress", "completed"}
-                if live and t.execute(
-                    "SELECT 1 FROM requests WHERE fingerprint = ? AND status = ANY(?)",
-                    [f"f{shot}", ["reserved", "submitted", "in_queue", "in_progress", "completed"]],
+                if status in active and t.execute(
+                    "SELECT 1 FROM requests WHERE shot_id = ? AND status = ANY(?)", [f"s{shot}", active]
                 ):
-                    status = "failed"  # one live claim per fingerprint, as the ledger keeps it
+                    status = "failed"  # one request in flight per shot, as the ledger keeps it
+                key = f"k{shot}-{take}"
                 t.execute(
                     "INSERT INTO requests (request_key, request_id, shot_id, take, fingerprint, endpoint, "
-                    "duration_seconds, status, owner, heartbeat_at, created_at, price_usd, permanent_failure) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 6, ?, ?, ?, ?, 0.19, ?)",
+                    "duration_seconds, status, owner, heartbeat_at, created_at, price_usd, permanent_failure, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 6, ?, ?, ?, ?, 0.19, ?, ?)",
                     [
-                        f"k{shot}-{take}",
+                        key,
                         None if status == "reserved" else f"r{shot}-{take}",
                         f"s{shot}",
                         take,
-                        f"f{shot}",
+                        fingerprint,
                         ENDPOINT_ID,
                         status,
-                        rng.choice([None, "elsewhere:1:x"]),
+                        rng.choice([None, "elsewhere:1:x", "dead"]),
                         now - timedelta(seconds=rng.choice([1, 600])),  # live and expired leases
                         start + timedelta(minutes=shot * 10 + take),
                         status == "failed" and rng.random() < 0.5,
+                        rng.choice(["run-a", "run-b"]),  # earlier runs: the claim is a new run's, as planned
                     ],
                 )
-    ledger = RequestLedger(database)
-    with database.transaction(read_only=True) as t:
-        every_row = t.requests()
-        now = t.now()
-    by_shot: dict[str, list] = {}
-    for row in every_row:
-        by_shot.setdefault(row.shot_id, []).append(row)
-    expected = {s: shot_standing(rows, now, ledger.lease_seconds, ledger.alive).state for s, rows in by_shot.items()}
-    assert {s: standing.state for s, standing in ledger.standings().items()} == expected
-    assert len(set(expected.values())) >= 6  # the catalog really is varied
+                if status == "succeeded":
+                    t.execute(
+                        "INSERT INTO videos VALUES (?, ?, ?, 'p', 'h', 1, 1, 1, 1.0, 1, 6.0, NULL, ?)",
+                        [f"r{shot}-{take}", key, f"s{shot}", now],
+                    )
+    ledger = RequestLedger(database, alive=lambda owner: owner != "dead")
+    shots = [f"s{i}" for i in range(120)]
+    planned = ledger.judge_shots({s: (lambda r, s=s: r.fingerprint == f"fp-{s}") for s in shots}, options)
+    claimed = {s: ledger.claim(_request(s, duration=6), Budget(), options).kind for s in shots}
+    paying = {ClaimKind.SUBMIT: ClaimKind.SUBMIT, ClaimKind.REMAKE: ClaimKind.SUBMIT}
+    assert {s: paying.get(d.kind, d.kind) for s, d in planned.items()} == claimed
+    assert len({d.kind for d in planned.values()}) >= 6  # the ledger really is varied
 
 
 def test_claim_kinds_match_across_backends(database):

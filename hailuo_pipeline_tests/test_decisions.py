@@ -14,13 +14,12 @@ import pytest
 from hailuo_pipeline.catalog.decisions import (
     ClaimKind,
     ClaimOptions,
-    ShotState,
     budget_refusal,
-    decide_claim,
+    describe_lease,
     is_orphan,
+    judge,
     next_take,
     owner_alive,
-    shot_standing,
 )
 from hailuo_pipeline.catalog.rows import Budget, RequestRow, Status
 from hailuo_pipeline.generation.planning import inputs_changed
@@ -64,66 +63,92 @@ def unknown(_owner: str) -> bool | None:
     return None  # another host: only the lease tells
 
 
-def decide(rows, options=None, me="me:2:b", run_id="run-2", alive=unknown):
-    options = options or ClaimOptions()
-    return decide_claim(rows, me=me, run_id=run_id, now=NOW, lease_seconds=LEASE, options=options, alive=alive)
+def decide(rows, options=None, me="me:2:b", run_id="run-2", alive=unknown, fingerprint="fp"):
+    return judge(
+        rows,
+        same_inputs=lambda r: r.fingerprint == fingerprint,
+        me=me,
+        run_id=run_id,
+        now=NOW,
+        lease_seconds=LEASE,
+        options=options or ClaimOptions(),
+        alive=alive,
+    )
 
 
-CLAIMS = [
-    # (case, rows newest first, options, expected kind, expire?)
-    ("nothing yet", [], ClaimOptions(), ClaimKind.SUBMIT, False),
-    ("live submitter elsewhere", [row(Status.RESERVED)], ClaimOptions(), ClaimKind.WAIT, False),
-    ("live follower elsewhere", [row(Status.IN_QUEUE)], ClaimOptions(), ClaimKind.WAIT, False),
-    ("my own row", [row(Status.IN_QUEUE, owner="me:2:b")], ClaimOptions(), ClaimKind.RESUME, False),
-    ("silent follower", [row(Status.IN_PROGRESS, beat_ago=60)], ClaimOptions(), ClaimKind.RESUME, False),
-    ("released row", [row(Status.SUBMITTED, owner=None)], ClaimOptions(), ClaimKind.RESUME, False),
-    ("completed, not downloaded", [row(Status.COMPLETED, owner=None)], ClaimOptions(), ClaimKind.RESUME, False),
-    ("dead submitter", [row(Status.RESERVED, beat_ago=60)], ClaimOptions(), ClaimKind.AMBIGUOUS, True),
-    ("delivered", [row(Status.SUCCEEDED, owner=None)], ClaimOptions(), ClaimKind.REUSE, False),
-    ("new take", [row(Status.SUCCEEDED, owner=None)], ClaimOptions(new_take=True), ClaimKind.SUBMIT, False),
-    (
-        "new take already paid in this run",
-        [row(Status.SUCCEEDED, owner=None, run_id="run-2")],
-        ClaimOptions(new_take=True),
-        ClaimKind.REUSE,
-        False,
-    ),
-    ("ambiguous", [row(Status.AMBIGUOUS, owner=None)], ClaimOptions(), ClaimKind.AMBIGUOUS, False),
-    (
-        "ambiguous, resubmit asked",
-        [row(Status.AMBIGUOUS, owner=None)],
-        ClaimOptions(resubmit_ambiguous=True),
-        ClaimKind.SUBMIT,
-        False,
-    ),
-    ("refused", [row(Status.FAILED, owner=None, permanent_failure=True)], ClaimOptions(), ClaimKind.REFUSED, False),
-    (
-        "refused, retry asked",
-        [row(Status.FAILED, owner=None, permanent_failure=True)],
-        ClaimOptions(retry_refused=True),
-        ClaimKind.SUBMIT,
-        False,
-    ),
-    ("transient failure", [row(Status.FAILED, owner=None)], ClaimOptions(), ClaimKind.SUBMIT, False),
-    ("cancelled", [row(Status.CANCELLED, owner=None)], ClaimOptions(), ClaimKind.SUBMIT, False),
-    ("lost", [row(Status.LOST, owner=None)], ClaimOptions(), ClaimKind.SUBMIT, False),
-    (
-        "refused after an older success",
+OPTIONS = {
+    "plain": ClaimOptions(),
+    "new_take": ClaimOptions(new_take=True),
+    "resubmit_ambiguous": ClaimOptions(resubmit_ambiguous=True),
+    "retry_refused": ClaimOptions(retry_refused=True),
+    "repay_lost": ClaimOptions(repay_lost=True),
+}
+S, W, R, A, F, L, X = (
+    ClaimKind.SUBMIT,
+    ClaimKind.WAIT,
+    ClaimKind.RESUME,
+    ClaimKind.AMBIGUOUS,
+    ClaimKind.REFUSED,
+    ClaimKind.LOST,
+    ClaimKind.REUSE,
+)
+# every status a shot's latest row can have, and what each option makes of it: (rows newest first, answers in
+# the order of OPTIONS). Only its own option pays again for an ambiguous, refused or lost shot: a new take
+# whose attempt was refused or lost is not paid again by asking for a new take.
+STATUS_TABLE = {
+    "never tried": ([], [S, S, S, S, S]),
+    "reserved, submitter live elsewhere": ([row(Status.RESERVED)], [W] * 5),
+    "reserved, submitter dead": ([row(Status.RESERVED, beat_ago=60)], [A, A, S, A, A]),
+    "submitted, followed elsewhere": ([row(Status.SUBMITTED)], [W] * 5),
+    "in progress, followed by me": ([row(Status.IN_PROGRESS, owner="me:2:b")], [R] * 5),
+    "in progress, owner silent": ([row(Status.IN_PROGRESS, beat_ago=60)], [R] * 5),
+    "completed, released": ([row(Status.COMPLETED, owner=None)], [R] * 5),
+    "succeeded": ([row(Status.SUCCEEDED, owner=None)], [X, S, X, X, X]),
+    "succeeded in this very run": ([row(Status.SUCCEEDED, owner=None, run_id="run-2")], [X] * 5),
+    "ambiguous": ([row(Status.AMBIGUOUS, owner=None)], [A, A, S, A, A]),
+    "refused": ([row(Status.FAILED, owner=None, permanent_failure=True)], [F, F, F, S, F]),
+    "failed for a passing reason": ([row(Status.FAILED, owner=None)], [S] * 5),
+    "cancelled": ([row(Status.CANCELLED, owner=None)], [S] * 5),
+    "lost": ([row(Status.LOST, owner=None)], [L, L, L, L, S]),
+    "lost after an older video": ([row(Status.LOST, owner=None), row(Status.SUCCEEDED, owner=None)], [X, L, X, X, X]),
+    "refused after an older video": (
         [row(Status.FAILED, owner=None, permanent_failure=True), row(Status.SUCCEEDED, owner=None)],
-        ClaimOptions(),
-        ClaimKind.REFUSED,
-        False,
+        [X, F, X, X, X],
     ),
-]
+    "orphan of older inputs": ([row(Status.IN_QUEUE, beat_ago=60, fingerprint="old")], [R] * 5),
+    "edited since its video": (
+        [row(Status.SUCCEEDED, owner=None, fingerprint="old")],
+        [ClaimKind.REMAKE, S, *[ClaimKind.REMAKE] * 3],
+    ),
+    "lost, then edited": ([row(Status.LOST, owner=None, fingerprint="old")], [S] * 5),
+    "refused, then edited": ([row(Status.FAILED, owner=None, permanent_failure=True, fingerprint="old")], [S] * 5),
+}
 
 
-@pytest.mark.parametrize(("case", "rows", "options", "kind", "expire"), CLAIMS, ids=[c[0] for c in CLAIMS])
-def test_claim_decision_table(case, rows, options, kind, expire):
-    decision = decide(rows, options)
-    assert decision.kind is kind, case
-    assert (decision.expire is not None) is expire, case
-    if kind is not ClaimKind.SUBMIT or rows:
-        assert decision.row is rows[0]
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("case", list(STATUS_TABLE))
+def test_the_judge_over_every_status_and_option(case, option):
+    rows, answers = STATUS_TABLE[case]
+    decision = decide(rows, OPTIONS[option])
+    assert decision.kind is answers[list(OPTIONS).index(option)], (case, option, decision)
+    assert (decision.expire is not None) is (case == "reserved, submitter dead")
+    if rows and decision.kind not in (ClaimKind.SUBMIT, ClaimKind.AMBIGUOUS):
+        assert decision.row in rows
+
+
+def test_a_lost_shot_is_paid_again_only_when_asked_whatever_else_is_asked():
+    lost = [row(Status.LOST, owner=None)]
+    for new_take in (False, True):
+        for resubmit in (False, True):
+            for retry in (False, True):
+                options = ClaimOptions(new_take, resubmit, retry, repay_lost=False)
+                assert decide(lost, options).kind is ClaimKind.LOST, options
+    assert decide(lost, ClaimOptions(repay_lost=True)).kind is ClaimKind.SUBMIT
+
+
+def test_a_lease_is_said_as_it_is():
+    said = describe_lease(row(Status.IN_PROGRESS, owner="pod-7:12:ab", beat_ago=20), NOW, LEASE)
+    assert said == "leased to pod-7:12:ab until 12:00:25 UTC (last heard 20 s ago)"
 
 
 def test_a_dead_owner_on_this_host_is_known_at_once_and_a_live_one_is_not_doubted():
@@ -156,26 +181,6 @@ def test_takes_number_paid_videos_only():
 def test_budget_refusal_table(budget, total, today, refused):
     found = budget_refusal(budget, Decimal(total), Decimal(today), Decimal("0.19"))
     assert (found is None) if refused is None else (f"the {refused} budget" in found)
-
-
-STANDINGS = [
-    ("never tried", [], ShotState.TO_DO),
-    ("transient failure", [row(Status.FAILED, owner=None)], ShotState.TO_DO),
-    ("followed", [row(Status.IN_QUEUE)], ShotState.IN_FLIGHT),
-    ("orphaned", [row(Status.IN_QUEUE, beat_ago=60)], ShotState.ORPHANED),
-    ("orphaned after delivery", [row(Status.IN_QUEUE, owner=None), row(Status.SUCCEEDED)], ShotState.ORPHANED),
-    ("dead submitter", [row(Status.RESERVED, beat_ago=60)], ShotState.AMBIGUOUS),
-    ("ambiguous", [row(Status.AMBIGUOUS, owner=None)], ShotState.AMBIGUOUS),
-    ("delivered", [row(Status.SUCCEEDED, owner=None)], ShotState.DELIVERED),
-    ("failed after delivery", [row(Status.FAILED, owner=None), row(Status.SUCCEEDED)], ShotState.DELIVERED),
-    ("refused", [row(Status.FAILED, owner=None, permanent_failure=True)], ShotState.REFUSED),
-    ("lost", [row(Status.LOST, owner=None)], ShotState.LOST),
-]
-
-
-@pytest.mark.parametrize(("case", "rows", "state"), STANDINGS, ids=[s[0] for s in STANDINGS])
-def test_shot_standing_table(case, rows, state):
-    assert shot_standing(rows, NOW, LEASE, unknown).state is state, case
 
 
 def test_a_refused_link_stored_before_its_signature_was_masked_is_not_an_edit(tmp_path):

@@ -184,8 +184,10 @@ def test_waiting_on_another_process_says_so_then_decides(workspace, emulator, mo
     capsys.readouterr()
     summary = materialize(["s1"])
     out = capsys.readouterr().out
-    assert "another process (another-host:7:x) is reserved on this very request; waiting" in out
-    assert "never got fal's answer" in reason(summary, "s1") and "--resubmit-ambiguous" in reason(summary, "s1")
+    assert "(reserved) is leased to another-host:7:x until " in out and "(last heard 0 s ago); waiting" in out
+    # the other host's submit is recorded ambiguous for a person; this attempt reuses the video it already has
+    assert summary.succeeded == ["s1"] and "reusing verified video" in out
+    assert query(workspace, "SELECT status FROM requests WHERE request_key = 'other'") == [("ambiguous",)]
     assert emulator.stats()["submissions"] == 1
 
 

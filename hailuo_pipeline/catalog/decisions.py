@@ -6,9 +6,10 @@ decision can be unit-tested as a table of rows in and a decision out.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -17,16 +18,28 @@ from hailuo_pipeline.catalog.rows import ACTIVE, PAID, Budget, RequestRow, Statu
 from hailuo_pipeline.processes import pid_alive
 
 LEASE_SECONDS = 45.0  # an owner that stopped heart-beating this long ago no longer follows its request
+HEARTBEAT_SECONDS = 5.0  # how often a process renews its leases (more often when the lease is short)
+
+
+def heartbeat_seconds(lease_seconds: float) -> float:
+    return min(HEARTBEAT_SECONDS, lease_seconds / 3)
 
 
 class ClaimKind(StrEnum):
-    REUSE = "reuse"  # a verified video exists: no request at all
-    RESUME = "resume"  # a request we already paid for (or are paying for): follow it by id
-    WAIT = "wait"  # another live process is submitting or following this very fingerprint right now
-    AMBIGUOUS = "ambiguous"  # an earlier submit never answered; a person decides
+    """The one answer to "may this shot be paid for?", for the planner, the sensors, the sweep and the claim."""
+
+    REUSE = "reuse"  # a verified video of these inputs exists: no request at all
+    RESUME = "resume"  # a request fal has (or is being sent) that nobody else follows: follow it by id
+    WAIT = "wait"  # another live process is submitting or following this shot's request right now
+    AMBIGUOUS = "ambiguous"  # an earlier submit never answered: fal may have a job; a person decides
     REFUSED = "refused"  # fal refused these very inputs for good; a person changes them or insists
-    SUBMIT = "submit"  # a fresh row is reserved: go and submit
-    FULL = "full"  # the limit of requests at fal is reached: wait for room, then ask again
+    LOST = "lost"  # fal billed a video of these inputs that could not be fetched; paid again only when asked
+    REMAKE = "remake"  # edited since its video was made: a new video is paid when the shot is asked for by name
+    SUBMIT = "submit"  # pay for a new request
+    FULL = "full"  # (the claim only) the limit of requests at fal is reached: wait for room, then ask again
+
+
+PAYS = (ClaimKind.SUBMIT, ClaimKind.REMAKE)  # the kinds for which the claim reserves money
 
 
 @dataclass(frozen=True)
@@ -34,16 +47,23 @@ class ClaimOptions:
     new_take: bool = False  # pay for another video even where one exists (once per run)
     resubmit_ambiguous: bool = False
     retry_refused: bool = False
+    repay_lost: bool = False  # the only way a shot whose paid video was lost is paid for again
 
 
 @dataclass(frozen=True)
 class Decision:
     kind: ClaimKind
-    row: RequestRow | None = None
+    row: RequestRow | None = None  # the row that decided it
     expire: RequestRow | None = None  # a dead submitter's reservation, to be recorded ambiguous first
 
 
 OwnerAlive = Callable[[str], bool | None]
+SameInputs = Callable[[RequestRow], bool]
+
+
+def host_name() -> str:
+    """This worker's name in lease owners: HAILUO_HOST_NAME (a pod's name), else the machine's host name."""
+    return os.environ.get("HAILUO_HOST_NAME", "").strip() or socket.gethostname()
 
 
 def owner_alive(owner: str) -> bool | None:
@@ -51,7 +71,7 @@ def owner_alive(owner: str) -> bool | None:
     wait out its lease); on another host nobody can tell (None), so the lease decides."""
     host, _, rest = owner.partition(":")
     pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    if host != host_name() or not pid.isdigit():
         return None
     return pid_alive(int(pid))
 
@@ -70,6 +90,23 @@ def lease_expires_in(row: RequestRow, now: datetime, lease_seconds: float) -> fl
     return max(0.0, lease_seconds - (now - beat).total_seconds())
 
 
+def last_heard_seconds(row: RequestRow, now: datetime) -> float:
+    return max(0.0, (now - (row.heartbeat_at or row.created_at)).total_seconds())
+
+
+def is_silent(row: RequestRow, now: datetime, heartbeat_seconds: float) -> bool:
+    """A lease whose owner has missed two heartbeats: most likely dead, on a host we cannot look into."""
+    return last_heard_seconds(row, now) > 2 * heartbeat_seconds
+
+
+def describe_lease(row: RequestRow, now: datetime, lease_seconds: float) -> str:
+    """A lease as it is: whose, until when, and when its owner was last heard from."""
+    until = (row.heartbeat_at or row.created_at) + timedelta(seconds=lease_seconds)
+    return (
+        f"leased to {row.owner} until {until:%H:%M:%S} UTC (last heard {last_heard_seconds(row, now):.0f} s ago)"
+    )
+
+
 def is_orphan(row: RequestRow, now: datetime, lease_seconds: float, alive: OwnerAlive = owner_alive) -> bool:
     """A request fal knows (it has an id, or a stored result) that no live process follows."""
     return (
@@ -84,32 +121,58 @@ def is_dead_reservation(row: RequestRow, now: datetime, lease_seconds: float, al
     return row.status is Status.RESERVED and row.request_id is None and not lease_live(row, now, lease_seconds, alive)
 
 
-def decide_claim(
+def judge(
     rows: Sequence[RequestRow],
     *,
-    me: str,
-    run_id: str | None,
+    same_inputs: SameInputs,
     now: datetime,
     lease_seconds: float,
     options: ClaimOptions,
+    me: str | None = None,
+    run_id: str | None = None,
     alive: OwnerAlive = owner_alive,
 ) -> Decision:
-    """What an attempt at one fingerprint may do, given that fingerprint's rows, newest take first."""
-    latest = rows[0] if rows else None
-    if latest is not None and latest.status in ACTIVE:
-        if latest.owner != me and lease_live(latest, now, lease_seconds, alive):
-            return Decision(ClaimKind.WAIT, latest)
-        if latest.request_id is not None or latest.status is not Status.RESERVED:
-            return Decision(ClaimKind.RESUME, latest)
-        return Decision(ClaimKind.AMBIGUOUS, latest, expire=latest)
-    new_take_here = options.new_take and not any(r.run_id == run_id for r in rows if run_id is not None)
-    if latest is not None and latest.status is Status.SUCCEEDED and not new_take_here:
-        return Decision(ClaimKind.REUSE, latest)
-    if latest is not None and latest.status is Status.AMBIGUOUS and not options.resubmit_ambiguous:
+    """What an attempt at one shot may do, given the shot's rows, newest first, and which of them were sent
+    with the inputs the shot has now. The one judge of money: the planner, the sensors, the sweep, the orphan
+    path and the step's claim all ask it; nothing else looks at a row's status to decide.
+
+    Work under way comes first (it may be paid already), then a video of these inputs, then what the latest
+    attempt at these inputs says: an ambiguous submit, a refusal or a lost video is paid again only when its
+    option says so."""
+    expire = None
+    while (active := next((r for r in rows if r.status in ACTIVE), None)) is not None:
+        if active.owner != me and lease_live(active, now, lease_seconds, alive):
+            return Decision(ClaimKind.WAIT, active, expire)
+        if active.request_id is not None or active.status is not Status.RESERVED:
+            return Decision(ClaimKind.RESUME, active, expire)
+        # a dead submitter's reservation is ambiguous (fal may have a job); the claim records it so first
+        expire = expire or active
+        rows = [replace(r, status=Status.AMBIGUOUS) if r is active else r for r in rows]
+    decided = _judge_settled(rows, same_inputs, options, run_id)
+    return replace(decided, expire=expire)
+
+
+def _judge_settled(
+    rows: Sequence[RequestRow], same_inputs: SameInputs, options: ClaimOptions, run_id: str | None
+) -> Decision:
+    """The judge, for a shot with nothing in flight."""
+    same = [r for r in rows if same_inputs(r)]
+    new_take_here = options.new_take and not any(r.run_id == run_id for r in same if run_id is not None)
+    delivered = next((r for r in same if r.status is Status.SUCCEEDED), None)
+    if delivered is not None and not new_take_here:
+        return Decision(ClaimKind.REUSE, delivered)
+    latest = same[0] if same else None
+    if latest is None:
+        older_video = next((r for r in rows if r.status is Status.SUCCEEDED), None)
+        if older_video is not None and not options.new_take:
+            return Decision(ClaimKind.REMAKE, older_video)
+        return Decision(ClaimKind.SUBMIT, rows[0] if rows else None)
+    if latest.status is Status.AMBIGUOUS and not options.resubmit_ambiguous:
         return Decision(ClaimKind.AMBIGUOUS, latest)
-    refused = latest is not None and latest.status is Status.FAILED and latest.permanent_failure
-    if refused and not options.retry_refused:
+    if latest.status is Status.FAILED and latest.permanent_failure and not options.retry_refused:
         return Decision(ClaimKind.REFUSED, latest)
+    if latest.status is Status.LOST and not options.repay_lost:
+        return Decision(ClaimKind.LOST, latest)
     return Decision(ClaimKind.SUBMIT, latest)
 
 
@@ -141,46 +204,3 @@ def budget_refusal(budget: Budget, committed_total: Decimal, committed_today: De
             f"reserved today UTC, this video costs ${price:.2f})"
         )
     return None
-
-
-class ShotState(StrEnum):
-    """Where a shot stands, for planning runs and for telling the user."""
-
-    TO_DO = "to_do"  # never tried, or its last attempt failed in a way another attempt may fix
-    IN_FLIGHT = "in_flight"  # a live process follows its request
-    ORPHANED = "orphaned"  # fal has (or had) its paid request, and nobody follows it: resume by id
-    AMBIGUOUS = "ambiguous"  # a submit never answered: fal may have a job; a person decides
-    REFUSED = "refused"  # fal refused these inputs for good
-    LOST = "lost"  # paid, but the result could not be fetched any more
-    DELIVERED = "delivered"
-
-
-@dataclass(frozen=True)
-class ShotStanding:
-    state: ShotState
-    row: RequestRow | None = None  # the row that decides the state
-
-
-def shot_standing(
-    rows_of_shot: Sequence[RequestRow], now: datetime, lease_seconds: float, alive: OwnerAlive = owner_alive
-) -> ShotStanding:
-    """One shot's standing from all its rows, newest first. Work under way comes first (it may be paid),
-    then what needs a person, then what is done."""
-    for row in rows_of_shot:
-        if row.status in ACTIVE:
-            if is_orphan(row, now, lease_seconds, alive):
-                return ShotStanding(ShotState.ORPHANED, row)
-            if is_dead_reservation(row, now, lease_seconds, alive):
-                return ShotStanding(ShotState.AMBIGUOUS, row)
-            return ShotStanding(ShotState.IN_FLIGHT, row)
-    latest = rows_of_shot[0] if rows_of_shot else None
-    if latest is not None and latest.status is Status.AMBIGUOUS:
-        return ShotStanding(ShotState.AMBIGUOUS, latest)
-    delivered = next((r for r in rows_of_shot if r.status is Status.SUCCEEDED), None)
-    if delivered is not None:
-        return ShotStanding(ShotState.DELIVERED, delivered)
-    if latest is not None and latest.status is Status.FAILED and latest.permanent_failure:
-        return ShotStanding(ShotState.REFUSED, latest)
-    if latest is not None and latest.status is Status.LOST:
-        return ShotStanding(ShotState.LOST, latest)
-    return ShotStanding(ShotState.TO_DO, latest)

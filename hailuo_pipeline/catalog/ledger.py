@@ -11,23 +11,24 @@ The decisions are pure functions (`decisions.py`); the rows live behind `storage
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from hailuo_pipeline.catalog.decisions import (
+    PAYS,
     ClaimKind,
     ClaimOptions,
-    ShotStanding,
-    ShotState,
+    Decision,
+    SameInputs,
     budget_refusal,
-    decide_claim,
     is_dead_reservation,
     is_orphan,
+    judge,
     next_take,
     room_at_fal,
-    shot_standing,
 )
 from hailuo_pipeline.catalog.rows import (
     ACTIVE,
@@ -75,8 +76,9 @@ class RequestLedger(LedgerTransitions):
         options = options or ClaimOptions()
         with self.store.transaction(decides=True) as t:
             while True:
-                decision = decide_claim(
-                    t.requests(fingerprint=request.fingerprint),
+                decision = judge(
+                    t.requests(shot_id=request.shot_id),
+                    same_inputs=lambda row: row.fingerprint == request.fingerprint,
                     me=request.owner,
                     run_id=request.run_id,
                     now=t.now(),
@@ -97,7 +99,7 @@ class RequestLedger(LedgerTransitions):
                 if video is None:  # recorded as succeeded but its video row is gone: fetch it again
                     return Claim(ClaimKind.RESUME, self._take_lease(t, row, request.owner))
                 return Claim(ClaimKind.REUSE, row, video)
-            if decision.kind is not ClaimKind.SUBMIT:
+            if decision.kind not in PAYS:
                 return Claim(decision.kind, row)
             if max_in_flight is not None and not room_at_fal(
                 t.requests(statuses=AT_FAL), max_in_flight, t.now(), self.lease_seconds, self.alive
@@ -220,19 +222,31 @@ class RequestLedger(LedgerTransitions):
         with self.store.transaction(read_only=True) as t:
             return one_row(t, request_key)
 
-    def standings(self) -> dict[str, ShotStanding]:
-        """Every shot with a request: where it stands (decisions.shot_standing, over the rows it depends on)."""
+    def judge_shots(self, same_inputs: Mapping[str, SameInputs], options: ClaimOptions) -> dict[str, Decision]:
+        """What a run with `options` may do for each of these shots (shot -> which of its rows carry the shot's
+        inputs now): the judge the claim asks, over the rows it depends on, read in one query."""
         with self.store.transaction(read_only=True) as t:
-            delivered, rows = t.standing_rows()
+            rows = t.standing_rows()
             now = t.now()
         by_shot: dict[str, list[RequestRow]] = {}
         for row in rows:
             by_shot.setdefault(row.shot_id, []).append(row)
-        standings = {shot: ShotStanding(ShotState.DELIVERED) for shot in delivered}
-        standings.update(
-            {shot: shot_standing(found, now, self.lease_seconds, self.alive) for shot, found in by_shot.items()}
-        )
-        return standings
+        return {
+            shot: judge(
+                by_shot.get(shot, []),
+                same_inputs=same,
+                now=now,
+                lease_seconds=self.lease_seconds,
+                options=options,
+                alive=self.alive,
+            )
+            for shot, same in same_inputs.items()
+        }
+
+    def requested_shots(self) -> set[str]:
+        """The shots the ledger has any request for."""
+        with self.store.transaction(read_only=True) as t:
+            return t.requested_shots()
 
     def shots_in_flight(self) -> set[str]:
         """The shots with a request fal may still have or be finishing (only in-flight rows are read)."""

@@ -24,15 +24,16 @@ VIDEO_COLUMNS = (
     "request_id, request_key, shot_id, path, sha256, bytes, width, height, fps, frames, duration_seconds, source_url"
 )
 _NEWEST_FIRST = "ORDER BY created_at DESC, take DESC"
+# The rows the judge (decisions.judge) depends on, per shot: every row in flight, and for each set of inputs
+# (fingerprint) its latest row and its latest delivered one. Placeholders: the in-flight statuses, 'succeeded'.
 _STANDING = f"""
     WITH ranked AS (
         SELECT *,
-            row_number() OVER (PARTITION BY shot_id {_NEWEST_FIRST}) AS nth,
-            row_number() OVER (PARTITION BY shot_id, status {_NEWEST_FIRST}) AS nth_of_status,
-            bool_or(status = ANY(?)) OVER (PARTITION BY shot_id) AS busy,
-            first_value(status) OVER (PARTITION BY shot_id {_NEWEST_FIRST}) AS latest
+            row_number() OVER (PARTITION BY shot_id, fingerprint {_NEWEST_FIRST}) AS nth,
+            row_number() OVER (PARTITION BY shot_id, fingerprint, status = ? {_NEWEST_FIRST}) AS nth_alike
         FROM requests
     )
+    SELECT {ROW_COLUMNS} FROM ranked WHERE nth = 1 OR status = ANY(?) OR (status = ? AND nth_alike = 1) {_NEWEST_FIRST}
 """
 
 
@@ -69,18 +70,13 @@ class SqlLedgerTransaction(ABC):
         found = self.execute(f"SELECT {ROW_COLUMNS} FROM requests WHERE {' AND '.join(where)} {_NEWEST_FIRST}", params)
         return [row for row in map(request_row, found) if row is not None]
 
-    def standing_rows(self) -> tuple[list[str], list[RequestRow]]:
-        active = [s.value for s in ACTIVE]
+    def standing_rows(self) -> list[RequestRow]:
         succeeded = Status.SUCCEEDED.value
-        delivered = self.execute(
-            _STANDING + "SELECT shot_id FROM ranked WHERE nth = 1 AND status = ? AND NOT busy", [active, succeeded]
-        )
-        found = self.execute(
-            _STANDING + f"SELECT {ROW_COLUMNS} FROM ranked WHERE (busy OR latest <> ?) AND "
-            f"(nth = 1 OR status = ANY(?) OR (status = ? AND nth_of_status = 1)) {_NEWEST_FIRST}",
-            [active, succeeded, active, succeeded],
-        )
-        return [shot for (shot,) in delivered], [row for row in map(request_row, found) if row is not None]
+        found = self.execute(_STANDING, [succeeded, [s.value for s in ACTIVE], succeeded])
+        return [row for row in map(request_row, found) if row is not None]
+
+    def requested_shots(self) -> set[str]:
+        return {shot for (shot,) in self.execute("SELECT DISTINCT shot_id FROM requests")}
 
     def insert_request(self, values: dict[str, Any]) -> None:
         columns = ", ".join(values)

@@ -40,10 +40,13 @@ class LedgerTransaction(Protocol):
         """Matching rows, newest first (all of them when no filter is given)."""
         ...
 
-    def standing_rows(self) -> tuple[list[str], list[RequestRow]]:
-        """For planning at scale: the shots plainly delivered (their latest row succeeded and nothing is
-        in flight), and, for every other shot, the rows its standing depends on (all its in-flight rows,
-        its latest row and its latest succeeded row), newest first."""
+    def standing_rows(self) -> list[RequestRow]:
+        """For planning at scale: the rows the judge depends on, newest first: every row in flight, and per
+        shot and set of inputs (fingerprint) its latest row and its latest delivered one."""
+        ...
+
+    def requested_shots(self) -> set[str]:
+        """The shots with any request."""
         ...
 
     def insert_request(self, values: dict[str, Any]) -> None: ...

@@ -18,6 +18,7 @@ from typing import Any
 from dagster import AssetMaterialization, DagsterEventType, DagsterInstance, logger
 
 from hailuo_pipeline.catalog.backends import is_shared, open_catalog
+from hailuo_pipeline.catalog.decisions import ClaimOptions
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.registry import record_shots
 from hailuo_pipeline.catalog.snapshot import SnapshotResult, write_snapshot
@@ -97,7 +98,7 @@ def sync(dagster: DagsterInstance, settings: Settings, prune: bool = False) -> S
     plan = record_shots(catalog, manifest, set(existing))
     if plan.new:
         dagster.add_dynamic_partitions(SHOTS, plan.new)
-    removable, kept = stray_partitions(existing, manifest, RequestLedger(catalog).standings)
+    removable, kept = stray_partitions(existing, manifest, RequestLedger(catalog).requested_shots)
     removed = []
     if prune:
         for shot_id in removable:
@@ -112,6 +113,7 @@ def materialize(
     new_take: bool = False,
     resubmit_ambiguous: bool = False,
     retry_refused: bool = False,
+    repay_lost: bool = False,
     concurrency: int | None = None,
     shots_per_run: int | None = SHOTS_PER_RUN,
     say: Callable[[str], object] = lambda _line: None,
@@ -131,11 +133,11 @@ def materialize(
             raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
         ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
         ledger.record_dead_reservations()
-        plan = plan_shots(registered, manifest, ledger.standings())
-        asked = {"resubmit_ambiguous": resubmit_ambiguous, "retry_refused": retry_refused}
-        summary = MaterializeSummary(requested=list(shot_ids or plan.targets(**asked)))
+        options = ClaimOptions(new_take, resubmit_ambiguous, retry_refused, repay_lost)
+        plan = plan_shots(registered, manifest, ledger, options)
+        summary = MaterializeSummary(requested=list(shot_ids or plan.targets()))
         if not shot_ids:
-            summary.notes = plan.notes(**asked)
+            summary.notes = plan.notes()
         for note in summary.notes:
             say(note)
         job = build_definitions(settings).resolve_job_def("generate_shots").with_logger_defs({"console": console()})
@@ -143,6 +145,7 @@ def materialize(
             "new_take": new_take,
             "resubmit_ambiguous": resubmit_ambiguous,
             "retry_refused": retry_refused,
+            "repay_lost": repay_lost,
             **({"concurrency": concurrency} if concurrency else {}),
         }
         delivered: set[str] = set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.redact import redact
 
 # fal's request error types (infrastructure), which fal itself retries and which may pass
@@ -31,6 +32,7 @@ PERMANENT_ERROR_TYPES = frozenset(
 KEY_OR_ACCOUNT_STATUSES = (401, 402, 403)  # fal refuses the key or the account, not the request
 RETRY_REFUSED = "--retry-refused (run config retry_refused: true)"
 RESUBMIT_AMBIGUOUS = "--resubmit-ambiguous (run config resubmit_ambiguous: true)"
+REPAY_LOST = "--repay-lost (run config repay_lost: true)"
 FIX_RESUMABLE = (
     "none needed: the request is kept and resumed by its id, never submitted again; Dagster's retry policy "
     "tries again, or run `hailuo materialize`"
@@ -120,8 +122,8 @@ def describe_fal_detail(detail: Any) -> str:
 
 def fix_for_lost(shot_id: str) -> str:
     return (
-        "the money is spent (counted as lost in `hailuo report`); to pay for a new video, run "
-        f"`hailuo materialize --shot {shot_id}`"
+        "the money is spent (counted as lost in `hailuo report`); nothing pays for this shot again unless you "
+        f"ask: `hailuo materialize --shot {shot_id} --repay-lost` (run config repay_lost: true)"
     )
 
 
@@ -140,4 +142,28 @@ def fix_for_ambiguous(request_key: str) -> str:
     return (
         f"look for the job on the fal dashboard (ledger row {request_key}); to submit again anyway, use "
         f"{RESUBMIT_AMBIGUOUS}: the new request is flagged as a possible double charge"
+    )
+
+
+def failure_for_held_shot(shot_id: str, kind: str, row: RequestRow) -> PermanentShotFailure:
+    """Why the judge would not pay for this shot (kind: ambiguous, lost or refused), naming the row that decided."""
+    if kind == "ambiguous":
+        return PermanentShotFailure(
+            shot_id,
+            f"an earlier submit ({row.created_at:%Y-%m-%d %H:%M:%S} UTC) never got fal's answer, so fal may "
+            "have created and billed a job we cannot see",
+            fix_for_ambiguous(row.request_key),
+        )
+    if kind == "lost":
+        return PermanentShotFailure(
+            shot_id,
+            f"fal billed request {row.request_id} for these inputs on {row.created_at:%Y-%m-%d %H:%M} UTC but "
+            f"its video was lost ({row.error_message or row.error_type}); nothing was sent this time",
+            fix_for_lost(shot_id),
+        )
+    return PermanentShotFailure(
+        shot_id,
+        f"fal refused these same inputs on {row.created_at:%Y-%m-%d %H:%M} UTC (request {row.request_id}: "
+        f"{row.error_message or row.error_type}); nothing was sent this time",
+        fix_for_refusal(row.error_type),
     )

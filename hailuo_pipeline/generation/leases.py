@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hailuo_pipeline.catalog.decisions import heartbeat_seconds
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.generation.log import RunLog
@@ -30,7 +31,7 @@ class Leases:
 
     async def renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(min(5.0, self.ledger.lease_seconds / 3))
+            await asyncio.sleep(heartbeat_seconds(self.ledger.lease_seconds))
             try:
                 await asyncio.to_thread(self.ledger.heartbeat, sorted(self.held), self.owner)
             except Exception as exc:  # a missed renewal is survivable (the lease is 45 s); a dead task is not

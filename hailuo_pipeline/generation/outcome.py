@@ -15,6 +15,7 @@ class GenerationOptions:
     new_take: bool = False
     resubmit_ambiguous: bool = False
     retry_refused: bool = False
+    repay_lost: bool = False
     resume_only: bool = False  # deliver requests left behind; never submit
     budget: Budget = field(default_factory=Budget)
     remote_images: RemotePolicy = field(default_factory=RemotePolicy)
@@ -22,7 +23,7 @@ class GenerationOptions:
 
     @property
     def claims(self) -> ClaimOptions:
-        return ClaimOptions(self.new_take, self.resubmit_ambiguous, self.retry_refused)
+        return ClaimOptions(self.new_take, self.resubmit_ambiguous, self.retry_refused, self.repay_lost)
 
 
 @dataclass

@@ -1,22 +1,33 @@
 """Which shots a default run takes, and what to tell the user about the rest.
 
-Shared by `hailuo materialize`, the nightly sweep and the orphan sensor, so every default path treats a
-shot the same way: orphans are resumed by id (free), shots never tried or failed for a passing reason
-are generated, and shots that need a person (an ambiguous submit, inputs fal refused, a lost video) are
-listed with what the person can do, never paid for again silently.
+Shared by `hailuo materialize`, the generation sensor and the nightly sweep. It decides nothing itself: each
+shot's answer is the ledger's one judge (`decisions.judge`, the same the step's claim asks), for the run's
+options. Orphans are resumed by id (free), shots never tried or failed for a passing reason are generated,
+and shots that need a person (an ambiguous submit, inputs fal refused, a lost video) are listed with what
+the person can do, never paid for again silently.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
-from hailuo_pipeline.catalog.decisions import ShotStanding, ShotState
-from hailuo_pipeline.catalog.rows import RequestRow
-from hailuo_pipeline.generation.errors import RESUBMIT_AMBIGUOUS, RETRY_REFUSED
+from hailuo_pipeline.catalog.decisions import (
+    ClaimKind,
+    ClaimOptions,
+    Decision,
+    SameInputs,
+    describe_lease,
+    heartbeat_seconds,
+    is_silent,
+)
+from hailuo_pipeline.catalog.rows import RequestRow, Status, utcnow
+from hailuo_pipeline.generation.errors import REPAY_LOST, RESUBMIT_AMBIGUOUS, RETRY_REFUSED
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import TRUE_WORDS, Manifest, Shot
 from hailuo_pipeline.shots.validation import quick_problem
@@ -24,26 +35,29 @@ from hailuo_pipeline.shots.validation import quick_problem
 
 @dataclass
 class ShotPlan:
-    """The manifest's shots sorted by what a default run does with them; `order` keeps their order."""
+    """The manifest's shots sorted by the judge's answer for a run with the plan's options (the same answer
+    the step's claim then gets); `order` keeps their order."""
 
+    options: ClaimOptions = field(default_factory=ClaimOptions)
     order: list[str] = field(default_factory=list)
-    to_generate: list[str] = field(default_factory=list)
+    to_generate: dict[str, RequestRow | None] = field(default_factory=dict)  # the row they are paid again after
     to_resume: dict[str, RequestRow] = field(default_factory=dict)
-    in_flight: dict[str, RequestRow] = field(default_factory=dict)
+    in_flight: dict[str, RequestRow] = field(default_factory=dict)  # leased to a process heard from lately
+    silent: dict[str, RequestRow] = field(default_factory=dict)  # leased to a process that stopped answering
     ambiguous: dict[str, RequestRow] = field(default_factory=dict)
     refused: dict[str, RequestRow] = field(default_factory=dict)
     lost: dict[str, RequestRow] = field(default_factory=dict)
+    edited: dict[str, RequestRow] = field(default_factory=dict)
     delivered: list[str] = field(default_factory=list)
+    leases: dict[str, str] = field(default_factory=dict)  # shot -> its lease, said as it is
 
-    def targets(self, *, resubmit_ambiguous: bool = False, retry_refused: bool = False) -> list[str]:
-        chosen = {*self.to_generate, *self.to_resume}
-        if resubmit_ambiguous:
-            chosen |= set(self.ambiguous)
-        if retry_refused:
-            chosen |= set(self.refused)
+    def targets(self) -> list[str]:
+        """The shots a plain run takes: what it may pay for, what it resumes by id, and what a silent owner
+        holds (the run waits out that lease, then takes the request over)."""
+        chosen = {*self.to_generate, *self.to_resume, *self.silent}
         return [s for s in self.order if s in chosen]
 
-    def notes(self, *, resubmit_ambiguous: bool = False, retry_refused: bool = False) -> list[str]:
+    def notes(self) -> list[str]:
         """What a plain run does and leaves, in the user's terms."""
         said: list[str] = []
         if self.to_resume:
@@ -51,84 +65,124 @@ class ShotPlan:
                 f"resuming {len(self.to_resume)} paid request(s) left behind by an earlier run, by their fal id "
                 f"(nothing is submitted for them): {_names(self.to_resume)}"
             )
-        if self.in_flight:
-            owners = sorted({row.owner or "?" for row in self.in_flight.values()})
+        for shot_id, row in self.silent.items():
             said.append(
-                f"{len(self.in_flight)} shot(s) are being followed by another live process ({', '.join(owners)}), "
-                f"left to it: {_names(self.in_flight)}"
+                f"{shot_id}: {self.leases[shot_id]}; its owner has stopped answering, so this run waits for the "
+                f"lease to end and then takes request {row.request_id or row.request_key} over (nothing is submitted)"
             )
-        if self.ambiguous:
-            money = _usd(self.ambiguous.values())
-            if resubmit_ambiguous:
-                said.append(
-                    f"resubmitting {len(self.ambiguous)} ambiguous shot(s); each may be a second charge, up to "
-                    f"${money:.2f} in all: {_names(self.ambiguous)}"
-                )
-            else:
-                said.append(
-                    f"{len(self.ambiguous)} shot(s) have a submit that never got fal's answer (fal may have billed "
-                    f"a job we cannot see): {_names(self.ambiguous)}. Look on the fal dashboard; "
-                    f"{RESUBMIT_AMBIGUOUS} submits them again, up to ${money:.2f}"
-                )
-        elif resubmit_ambiguous:
+        for shot_id in list(self.in_flight)[:10]:
+            said.append(f"{shot_id}: {self.leases[shot_id]}; left to it")
+        if len(self.in_flight) > 10:
+            said.append(f"and {len(self.in_flight) - 10} more shot(s) leased to live processes, left to them")
+        again: dict[str, dict[str, RequestRow]] = {"ambiguous": {}, "refused": {}, "lost": {}}
+        for shot_id, before in self.to_generate.items():
+            if before is not None and before.status is Status.AMBIGUOUS:
+                again["ambiguous"][shot_id] = before
+            elif before is not None and before.status is Status.FAILED and before.permanent_failure:
+                again["refused"][shot_id] = before
+            elif before is not None and before.status is Status.LOST:
+                again["lost"][shot_id] = before
+        if again["ambiguous"]:
+            said.append(
+                f"resubmitting {len(again['ambiguous'])} ambiguous shot(s); each may be a second charge, up to "
+                f"${_usd(again['ambiguous'].values()):.2f} in all: {_names(again['ambiguous'])}"
+            )
+        elif self.options.resubmit_ambiguous:
             said.append("--resubmit-ambiguous: no shot has an ambiguous submit")
+        if again["refused"]:
+            said.append(f"sending {len(again['refused'])} refused shot(s) again, as asked: {_names(again['refused'])}")
+        elif self.options.retry_refused:
+            said.append("--retry-refused: no shot was refused by fal")
+        if again["lost"]:
+            said.append(
+                f"paying again for {len(again['lost'])} shot(s) whose paid video was lost, as asked: "
+                f"{_names(again['lost'])}"
+            )
+        elif self.options.repay_lost:
+            said.append("--repay-lost: no shot has a lost video")
+        if self.ambiguous:
+            said.append(
+                f"{len(self.ambiguous)} shot(s) have a submit that never got fal's answer (fal may have billed "
+                f"a job we cannot see): {_names(self.ambiguous)}. Look on the fal dashboard; "
+                f"{RESUBMIT_AMBIGUOUS} submits them again, up to ${_usd(self.ambiguous.values()):.2f}"
+            )
         if self.refused:
             reasons = ", ".join(f"{s} ({row.error_type})" for s, row in self.refused.items())
-            if retry_refused:
-                said.append(f"sending {len(self.refused)} refused shot(s) again, as asked: {reasons}")
-            else:
-                said.append(
-                    f"{len(self.refused)} shot(s) were refused by fal for these same inputs: {reasons}. Change "
-                    f"their prompt or image, or use {RETRY_REFUSED}"
-                )
-        elif retry_refused:
-            said.append("--retry-refused: no shot was refused by fal")
+            said.append(
+                f"{len(self.refused)} shot(s) were refused by fal for these same inputs: {reasons}. Change "
+                f"their prompt or image, or use {RETRY_REFUSED}"
+            )
         if self.lost:
             said.append(
                 f"{len(self.lost)} paid video(s) were lost at fal (${_usd(self.lost.values()):.2f}, see "
-                f"`hailuo report`): {_names(self.lost)}; `hailuo materialize --shot ID` pays for a new one"
+                f"`hailuo report`): {_names(self.lost)}; {REPAY_LOST} pays for a new one"
+            )
+        if self.edited:
+            said.append(
+                f"{len(self.edited)} shot(s) were edited since their video was made: {_names(self.edited)}; "
+                "name them (`hailuo materialize --shot ID`) or materialize them in the UI to pay for the new inputs"
             )
         if self.to_generate:
             said.append(f"generating {len(self.to_generate)} shot(s)")
-        if not self.targets(resubmit_ambiguous=resubmit_ambiguous, retry_refused=retry_refused):
+        if not self.targets():
             said.append(f"nothing to run: {len(self.delivered)} shot(s) already delivered")
         return said
+
+
+class Judge(Protocol):
+    """The ledger's one judge, asked for many shots at once (RequestLedger.judge_shots)."""
+
+    lease_seconds: float
+
+    def judge_shots(self, same_inputs: Mapping[str, SameInputs], options: ClaimOptions) -> dict[str, Decision]: ...
 
 
 def plan_shots(
     shot_ids: Iterable[str],
     manifest: Manifest,
-    standings: dict[str, ShotStanding],
+    ledger: Judge,
+    options: ClaimOptions | None = None,
     image_sha256: Callable[[Shot], str | None] | None = None,
+    now: datetime | None = None,
 ) -> ShotPlan:
-    """Sort `shot_ids` (registered shots of the manifest) by their standing in the ledger."""
+    """Sort `shot_ids` (registered shots of the manifest) by the judge's answer for a run with `options`."""
+    options = options or ClaimOptions()
     image_sha256 = image_sha256 or local_image_sha256
-    plan = ShotPlan()
-    for shot_id in shot_ids:
-        shot = manifest.shots.get(shot_id)
-        if shot is None:
-            continue
+    plan = ShotPlan(options)
+    shots = [manifest.shots[s] for s in shot_ids if s in manifest.shots]
+    decisions = ledger.judge_shots({shot.shot_id: same_inputs_as(shot, image_sha256) for shot in shots}, options)
+    now = now or utcnow()
+    heartbeat = heartbeat_seconds(ledger.lease_seconds)
+    for shot in shots:
+        shot_id = shot.shot_id
         plan.order.append(shot_id)
-        standing = standings.get(shot_id) or ShotStanding(ShotState.TO_DO)
-        row = standing.row
-        state = standing.state
-        if state is ShotState.REFUSED and row is not None and inputs_changed(row, shot, image_sha256):
-            state = ShotState.TO_DO
-        if state is ShotState.TO_DO:
-            plan.to_generate.append(shot_id)
-        elif state is ShotState.DELIVERED:
+        decision = decisions[shot_id]
+        row = decision.row
+        if decision.kind is ClaimKind.SUBMIT:
+            plan.to_generate[shot_id] = row
+        elif decision.kind is ClaimKind.REUSE:
             plan.delivered.append(shot_id)
         else:
             assert row is not None
-            bucket = {
-                ShotState.ORPHANED: plan.to_resume,
-                ShotState.IN_FLIGHT: plan.in_flight,
-                ShotState.AMBIGUOUS: plan.ambiguous,
-                ShotState.REFUSED: plan.refused,
-                ShotState.LOST: plan.lost,
-            }[state]
+            if decision.kind is ClaimKind.WAIT:
+                plan.leases[shot_id] = describe_lease(row, now, ledger.lease_seconds)
+                bucket = plan.silent if is_silent(row, now, heartbeat) else plan.in_flight
+            else:
+                bucket = {
+                    ClaimKind.RESUME: plan.to_resume,
+                    ClaimKind.AMBIGUOUS: plan.ambiguous,
+                    ClaimKind.REFUSED: plan.refused,
+                    ClaimKind.LOST: plan.lost,
+                    ClaimKind.REMAKE: plan.edited,
+                }[decision.kind]
             bucket[shot_id] = row
     return plan
+
+
+def same_inputs_as(shot: Shot, image_sha256: Callable[[Shot], str | None]) -> SameInputs:
+    """Which of a shot's rows were sent with the inputs the manifest holds now (the planner's view of the
+    fingerprint: a remote image is not fetched just to plan, so its URL stands for it)."""
+    return lambda row: not inputs_changed(row, shot, image_sha256)
 
 
 def inputs_changed(row: RequestRow, shot: Shot, image_sha256: Callable[[Shot], str | None]) -> bool:
@@ -149,17 +203,27 @@ def inputs_changed(row: RequestRow, shot: Shot, image_sha256: Callable[[Shot], s
     return current is not None and current != sent.get("image_sha256")
 
 
+_IMAGE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime): a sensor's process plans every minute
+
+
 def local_image_sha256(shot: Shot) -> str | None:
     """The local image's content hash; None for a URL (not fetched just to plan) or a missing file."""
     if shot.image_is_url:
         return None
     path: Path = shot.image_path()
+    try:
+        info = path.stat()
+    except OSError:
+        return None
     if not path.is_file():
         return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    key = (str(path), info.st_size, info.st_mtime_ns)
+    if key not in _IMAGE_HASHES:
+        _IMAGE_HASHES[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _IMAGE_HASHES[key]
 
 
-def _names(rows: dict[str, RequestRow], most: int = 10) -> str:
+def _names(rows: Mapping[str, object], most: int = 10) -> str:
     names = list(rows)
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from dataclasses import replace
 import fal_client
 import httpx
 
-from hailuo_pipeline.catalog.decisions import ClaimKind, lease_expires_in
+from hailuo_pipeline.catalog.decisions import ClaimKind, describe_lease, host_name
 from hailuo_pipeline.catalog.ledger import BudgetExceededError, Claim, NoPriceError, RequestLedger
 from hailuo_pipeline.catalog.rows import NewRequest, RequestRow, Status, utcnow
 from hailuo_pipeline.fal.config import FalSettings
@@ -30,9 +29,8 @@ from hailuo_pipeline.generation.delivery import Delivery
 from hailuo_pipeline.generation.errors import (
     PermanentShotFailure,
     ShotFailure,
-    fix_for_ambiguous,
+    failure_for_held_shot,
     fix_for_budget,
-    fix_for_refusal,
 )
 from hailuo_pipeline.generation.follow import RequestFollower
 from hailuo_pipeline.generation.leases import Leases
@@ -67,7 +65,7 @@ class ShotGenerator:
         self.log = log
         self.run_id = run_id
         self.options = options
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = f"{host_name()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leases = Leases(ledger, self.owner, log)
         self.submitted_ids = SubmittedIds(ledger)
         self.in_flight: dict[str, tuple[str, str]] = {}  # request_key -> (fal id, shot id), for cancelling
@@ -240,20 +238,8 @@ class ShotGenerator:
             self.log.warning(f"{request.shot_id}: {video.path} is missing or changed; fetching it again")
             outcome.video, outcome.request, outcome.poster = await self.delivery.deliver(row, None)
             return
-        if claim.kind is ClaimKind.AMBIGUOUS:
-            raise PermanentShotFailure(
-                request.shot_id,
-                f"an earlier submit ({row.created_at:%Y-%m-%d %H:%M:%S} UTC) never got fal's answer, so fal may "
-                "have created and billed a job we cannot see",
-                fix_for_ambiguous(row.request_key),
-            )
-        if claim.kind is ClaimKind.REFUSED:
-            raise PermanentShotFailure(
-                request.shot_id,
-                f"fal refused these same inputs on {row.created_at:%Y-%m-%d %H:%M} UTC (request {row.request_id}: "
-                f"{row.error_message or row.error_type}); nothing was sent this time",
-                fix_for_refusal(row.error_type),
-            )
+        if claim.kind in (ClaimKind.AMBIGUOUS, ClaimKind.LOST, ClaimKind.REFUSED):
+            raise failure_for_held_shot(request.shot_id, claim.kind, row)
         with self.leases.hold(row):
             submitted_at = None
             if claim.kind is ClaimKind.SUBMIT:
@@ -280,11 +266,11 @@ class ShotGenerator:
                 return claim
             assert claim.row is not None
             if not told:
-                expires = lease_expires_in(claim.row, utcnow(), self.ledger.lease_seconds)
+                lease = describe_lease(claim.row, utcnow(), self.ledger.lease_seconds)
                 self.log.info(
-                    f"{new.shot_id}: another process ({claim.row.owner}) is {claim.row.status.value} on this very "
-                    f"request; waiting for it to deliver, or for its lease to run out (in {expires:.0f} s) if it "
-                    "has stopped"
+                    f"{new.shot_id}: request {claim.row.request_id or claim.row.request_key} "
+                    f"({claim.row.status.value}) is {lease}; waiting for it to deliver, or for the lease to end "
+                    "and taking the request over then (nothing is submitted)"
                 )
                 told = True
             await asyncio.sleep(wait)

@@ -80,6 +80,10 @@ class ShotsConfig(Config):
         default=False,
         description="Send inputs again that fal refused for good (content policy, validation); fal may bill again",
     )
+    repay_lost: bool = Field(
+        default=False,
+        description="Pay again for shots whose paid video was lost at fal (billed, never delivered)",
+    )
     resume_only: bool = Field(
         default=False,
         description="Only deliver paid requests left behind by earlier runs (by their fal id); never submit",
@@ -232,6 +236,7 @@ def make_shots(
                 new_take=config.new_take,
                 resubmit_ambiguous=config.resubmit_ambiguous,
                 retry_refused=config.retry_refused,
+                repay_lost=config.repay_lost,
                 resume_only=config.resume_only,
                 budget=budget.budget(),
                 remote_images=shots.remote_images(),

@@ -71,7 +71,7 @@ def sweep(
     if limits.daily_usd is not None:
         remaining = limits.daily_usd - ledger.committed_today_usd()
     prices = ledger.prices(ENDPOINT_ID, set(durations.values()))
-    plan = plan_shots(candidates, manifest, ledger.standings())
+    plan = plan_shots(candidates, manifest, ledger)
     chosen = shots_to_sweep(plan, prices, durations, remaining)
     if not chosen:
         return SkipReason("no missing, failed or orphaned shots (or no budget left today)")

@@ -12,6 +12,7 @@ from dagster import (
     sensor,
 )
 
+from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions
 from hailuo_pipeline.catalog.registry import record_shots
 from hailuo_pipeline.defs.automation.run_requests import shot_run_requests, shots_in_live_runs
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
@@ -50,7 +51,7 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     for error in manifest.errors:
         context.log.warning(str(error))
     plan = record_shots(catalog.catalog(), manifest, set(existing))
-    removable, kept = stray_partitions(existing, manifest, catalog.ledger().standings)
+    removable, kept = stray_partitions(existing, manifest, catalog.ledger().requested_shots)
     if removable:
         context.log.info(f"removing {len(removable)} partition(s) with no row, never requested: {removable[:20]}")
     if kept:
@@ -82,7 +83,7 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
 def shots_generation_sensor(context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource):
     registered = context.instance.get_dynamic_partitions(SHOTS)
     manifest = shots.manifest()
-    plan = plan_shots([s for s in registered if s in manifest.shots], manifest, catalog.ledger().standings())
+    plan = plan_shots(registered, manifest, catalog.ledger())
     if not plan.to_generate:
         return SkipReason("no pending shots")
     taken = shots_in_live_runs(context.instance, registered)
@@ -100,6 +101,11 @@ def shots_generation_sensor(context: SensorEvaluationContext, shots: ShotsResour
     return shot_run_requests(runs, shots_job.name, f"generate-{digest}")
 
 
+def any_inputs(_row: object) -> bool:
+    """Whose inputs do not matter: a request in flight is resumed whatever it was sent with."""
+    return True
+
+
 MAX_SENSOR_RESUMES = 5  # past this, an orphan that keeps failing is left to a person (`hailuo report` lists it)
 RESUME_ONLY = {"resume_only": True}
 
@@ -113,11 +119,12 @@ RESUME_ONLY = {"resume_only": True}
 )
 def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
     registered = context.instance.get_dynamic_partitions(SHOTS)
-    known = set(registered)
     ledger = catalog.ledger()
     for row in ledger.record_dead_reservations():  # spends nothing: a person decides (hailuo report)
         context.log.warning(f"{row.shot_id}: a submit never got fal's answer; recorded ambiguous ({row.request_key})")
-    orphans = [r for r in ledger.orphans() if r.shot_id in known]
+    # the judge's answer for a plain run: RESUME is a request fal has that no live process follows
+    decisions = ledger.judge_shots(dict.fromkeys(registered, any_inputs), ClaimOptions())
+    orphans = [d.row for d in decisions.values() if d.kind is ClaimKind.RESUME and d.row is not None]
     given_up = [r for r in orphans if r.attempts > MAX_SENSOR_RESUMES]
     for row in given_up:
         context.log.warning(
