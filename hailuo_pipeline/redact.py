@@ -45,3 +45,44 @@ def redact(text: object, secrets: Iterable[str] | None = None) -> str:
 def masked(secret: str) -> str:
     """How a secret may be shown to its owner: its first four characters and its length."""
     return f"{secret[:4]}{MASK} ({len(secret)} characters)"
+
+
+# what went wrong, in words, by the exception's class or one of its bases (matched by name: the libraries
+# stay unimported here)
+_ERROR_WORDS = {
+    "ConnectTimeout": "connecting timed out",
+    "ConnectError": "the connection could not be made",
+    "ReadTimeout": "the server stopped answering (timed out)",
+    "WriteTimeout": "sending timed out",
+    "PoolTimeout": "no connection was free in time",
+    "RemoteProtocolError": "the server broke off its answer",
+    "ReadError": "the connection broke while reading the answer",
+    "WriteError": "the connection broke while sending",
+    "SubmitReplayRefused": "the connection broke before fal's answer came back",
+    "SSLError": "the server's TLS certificate could not be verified",
+    "SSLCertVerificationError": "the server's TLS certificate could not be verified",
+    "JSONDecodeError": "the answer was not JSON",
+    "UnidentifiedImageError": "it is not an image Pillow can read (JPEG, PNG or WebP expected)",
+    "DecompressionBombError": "it is too large to decode safely",
+    "TimeoutError": "it timed out",
+    "CancelledError": "it was interrupted",
+    "ConnectionResetError": "the connection was reset",
+    "ConnectionRefusedError": "the connection was refused",
+    "BrokenResourceError": "the connection broke",
+}
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as a user reads it: what happened, in words, redacted; never its class or a memory
+    address. Our own errors carry their words; others are named by what they mean."""
+    for kind in type(error).__mro__:
+        if kind.__name__ in _ERROR_WORDS:
+            return _ERROR_WORDS[kind.__name__]
+    if isinstance(error, KeyError) and error.args:
+        return redact(f"the field {str(error.args[0])[:80]} was missing")
+    text = _OBJECT_REPR.sub("the data", str(error)).strip()
+    if not text:
+        words = re.sub(r"(?<!^)(?=[A-Z])", " ", type(error).__name__).lower()
+        return words.removesuffix(" error") + " error" if "error" in words else words
+    return redact(text)[:500]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
+from hailuo_pipeline.fetch_policy import queue_host_entry
 
 DEFAULT_CONCURRENCY = 16  # shots in flight at once in one step (HAILUO_CONCURRENCY; a run's config may say otherwise)
 # Shots per run for `hailuo materialize`, the sensors and the sweep: None, one run per batch. A run boundary
@@ -25,14 +26,17 @@ _ENVIRONMENT = {
     "poll_interval_seconds": "HAILUO_FAL_POLL_INTERVAL_SECONDS",
     "retry_delay_seconds": "HAILUO_RETRY_DELAY_SECONDS",
     "lease_seconds": "HAILUO_LEASE_SECONDS",
-    "allowed_private_image_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS",
+    "download_deadline_seconds": "HAILUO_DOWNLOAD_DEADLINE_SECONDS",
+    "allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_HOSTS",
+    "fal_queue_host": "FAL_QUEUE_RUN_HOST",  # fal_client's own variable: the host the key is sent to
     "catalog_url": "HAILUO_CATALOG_URL",
     "video_store": "HAILUO_VIDEO_STORE",
     "catalog_snapshot": "HAILUO_CATALOG_SNAPSHOT",
     "max_in_flight": "HAILUO_MAX_IN_FLIGHT",
     "concurrency": "HAILUO_CONCURRENCY",
 }
-_TEXT = {"sweep_cron", "allowed_private_image_hosts", "catalog_url", "video_store", "catalog_snapshot"}
+_TEXT = {"sweep_cron", "allowed_private_hosts", "fal_queue_host", "catalog_url", "video_store", "catalog_snapshot"}
+_FORMER_NAMES = {"allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS"}  # read when the new one is unset
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,11 @@ class Settings:
     poll_interval_seconds: float = 1.0
     retry_delay_seconds: float = 10.0
     lease_seconds: float = LEASE_SECONDS
-    allowed_private_image_hosts: str = ""  # comma-separated hosts image URLs may use though private ("*": any)
+    download_deadline_seconds: float = 120.0  # every attempt at downloading one paid video, together
+    # comma-separated hosts (or host:port) that fetched URLs, images and fal's videos alike, may use although
+    # they are loopback or private ("*": any); the fal host below is allowed too
+    allowed_private_hosts: str = ""
+    fal_queue_host: str = ""  # FAL_QUEUE_RUN_HOST as fal_client reads it (empty: fal's own)
     catalog_url: str = ""  # postgresql://... for the shared catalog; empty: catalog.duckdb in the data directory
     video_store: str = ""  # s3://bucket/prefix (or another fsspec URL); empty: videos/ in the data directory
     catalog_snapshot: str = ""  # shared mode: where the DuckDB snapshot goes (path or URL); empty: catalog_path
@@ -59,6 +67,8 @@ class Settings:
         values: dict[str, object] = {}
         for field in fields(cls):
             raw = environ.get(_ENVIRONMENT[field.name], "").strip()
+            if not raw and field.name in _FORMER_NAMES:
+                raw = environ.get(_FORMER_NAMES[field.name], "").strip()
             if not raw:
                 continue
             if field.name == "data_dir":
@@ -76,6 +86,11 @@ class Settings:
                     raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} is not a number") from None
         settings = cls(**values)  # type: ignore[arg-type]
         return replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+
+    @property
+    def fetch_hosts(self) -> str:
+        """The fetch policy's allowed hosts: the setting's, and the fal host fal_client is pointed at."""
+        return ",".join(filter(None, [self.allowed_private_hosts, queue_host_entry(self.fal_queue_host)]))
 
     @property
     def manifest_path(self) -> Path:

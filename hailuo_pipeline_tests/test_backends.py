@@ -330,3 +330,50 @@ def test_ids_answered_together_are_written_together_and_a_bad_one_fails_alone(da
     assert outcomes[0] is None and outcomes[2] is None and isinstance(outcomes[1], ValueError)
     assert [ledger.get(key).request_id for key in (late[0], late[2])] == [f"fal-{late[0]}", f"fal-{late[2]}"]
     assert ledger.claim(_request("s0"), Budget()).kind == "resume"  # a recorded id is resumed, never resubmitted
+
+
+def test_a_request_id_another_row_holds_is_a_lie_the_new_row_is_ambiguous_the_holder_untouched(database):
+    """fal's id is one job: an answer repeating an id (replayed, or false) cannot book that job twice. The new
+    row is ambiguous (fal may bill the job this submit really created), naming the holder; the holder is kept.
+    Two answers of one group sharing an id, and a row written around the ledger, are refused the same way."""
+    ledger = RequestLedger(database)
+    a, b, c, d = (ledger.claim(_request(s), Budget()).row for s in ("a", "b", "c", "d"))
+    assert ledger.mark_submitted(a.request_key, "fal-1") == {}
+    refused = ledger.mark_submitted(b.request_key, "fal-1")
+    assert list(refused) == [b.request_key] and a.request_key in refused[b.request_key]
+    together = ledger.mark_submitted_together({c.request_key: "fal-2", d.request_key: "fal-2"})
+    assert list(together) == [d.request_key] and c.request_key in together[d.request_key]
+    rows = {key: ledger.get(key) for key in (a.request_key, b.request_key, c.request_key, d.request_key)}
+    assert [(r.status, r.request_id) for r in rows.values()] == [
+        (Status.SUBMITTED, "fal-1"),
+        (Status.AMBIGUOUS, None),
+        (Status.SUBMITTED, "fal-2"),
+        (Status.AMBIGUOUS, None),
+    ]
+    assert rows[b.request_key].possible_double_charge and rows[b.request_key].reserved_usd == Decimal("0.32")
+    assert "shot a, take 1" in (rows[b.request_key].error_message or "")
+    with pytest.raises(Exception, match=r"(?i)duplicate|unique"), database.transaction() as t:
+        t.execute("UPDATE requests SET request_id = 'fal-1' WHERE request_key = ?", [c.request_key])
+
+
+def test_rows_of_earlier_versions_sharing_a_request_id_are_made_ambiguous_by_the_migration(tmp_path):
+    import duckdb
+
+    from hailuo_pipeline.catalog.store import Catalog, migrate
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        migrate(conn, target=4)
+        for key, created in (("first", "2026-01-02 03:04:05"), ("replayed", "2026-01-02 03:04:06")):
+            conn.execute(
+                "INSERT INTO requests (request_key, request_id, shot_id, take, fingerprint, endpoint, "
+                "duration_seconds, status, created_at, price_usd, cost_usd) "
+                "VALUES (?, 'fal-1', ?, 1, ?, ?, 6, 'succeeded', ?, 0.19, 0.19)",
+                [key, key, key, ENDPOINT_ID, created],
+            )
+    with Catalog(path).connect(read_only=True) as conn:
+        rows = conn.execute("SELECT request_key, status, request_id, cost_usd, reserved_usd FROM requests ORDER BY 1")
+        assert rows.fetchall() == [
+            ("first", "succeeded", "fal-1", Decimal("0.1900"), Decimal("0.0000")),
+            ("replayed", "ambiguous", None, Decimal("0.0000"), Decimal("0.1900")),
+        ]

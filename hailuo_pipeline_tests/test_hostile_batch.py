@@ -107,7 +107,7 @@ MISBEHAVIOURS = [
         "not an http(s) URL",
         "lost",
     ),
-    ("video not a dict", {"faults": {"results": [{"video": "nope"}]}}, False, "no video URL", "failed"),
+    ("video not a dict", {"faults": {"results": [{"video": "nope"}]}}, False, "no video URL", "lost"),
     ("html result once", {"faults": {"html": {"result": 1}}}, True, "", "succeeded"),
     ("html status once", {"faults": {"html": {"status": 2}}}, True, "", "succeeded"),
     ("html submit answer", {"faults": {"html": {"submit": 1}}}, False, "could not be read", "ambiguous"),

@@ -102,9 +102,7 @@ def is_silent(row: RequestRow, now: datetime, heartbeat_seconds: float) -> bool:
 def describe_lease(row: RequestRow, now: datetime, lease_seconds: float) -> str:
     """A lease as it is: whose, until when, and when its owner was last heard from."""
     until = (row.heartbeat_at or row.created_at) + timedelta(seconds=lease_seconds)
-    return (
-        f"leased to {row.owner} until {until:%H:%M:%S} UTC (last heard {last_heard_seconds(row, now):.0f} s ago)"
-    )
+    return f"leased to {row.owner} until {until:%H:%M:%S} UTC (last heard {last_heard_seconds(row, now):.0f} s ago)"
 
 
 def is_orphan(row: RequestRow, now: datetime, lease_seconds: float, alive: OwnerAlive = owner_alive) -> bool:

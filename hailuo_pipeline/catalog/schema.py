@@ -23,6 +23,7 @@ class Dialect:
     name: str
     month: str  # created_at's month as 'YYYY-MM'
     shared_indexes: str  # migration 4: what a database shared by many writers needs
+    present_request_ids: str  # migration 5: the rows an index on request_id covers
 
 
 DUCKDB = Dialect(
@@ -30,6 +31,7 @@ DUCKDB = Dialect(
     month="strftime(created_at, '%Y-%m')",
     # one writer at a time per file already keeps claims apart; DuckDB has no partial indexes
     shared_indexes="SELECT 1;",
+    present_request_ids="",  # no partial indexes; a unique index lets NULLs repeat
 )
 POSTGRESQL = Dialect(
     name="postgresql",
@@ -43,6 +45,7 @@ POSTGRESQL = Dialect(
         CREATE INDEX request_events_occurred ON request_events (occurred_at);
         CREATE INDEX videos_request_key ON videos (request_key);
     """,
+    present_request_ids="WHERE request_id IS NOT NULL",
 )
 
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -198,6 +201,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "indexes for a catalog shared by many writers (PostgreSQL): one live claim per fingerprint",
         "{shared_indexes}",
     ),
+    (
+        5,
+        "one fal job, one row: rows of earlier versions repeating another row's request id become ambiguous",
+        """
+        UPDATE requests SET
+            status = 'ambiguous',
+            error_type = 'ambiguous',
+            error_message = 'fal answered with request id ' || request_id || ', which an earlier row already '
+                || 'holds: a replayed or false answer, so the job this submit created cannot be seen',
+            possible_double_charge = true,
+            reserved_usd = coalesce(price_usd, 0),
+            cost_usd = 0,
+            owner = NULL,
+            request_id = NULL
+        WHERE request_key IN (
+            SELECT later.request_key FROM requests later JOIN requests earlier
+                ON earlier.request_id = later.request_id
+                AND (earlier.created_at < later.created_at
+                     OR (earlier.created_at = later.created_at AND earlier.request_key < later.request_key))
+        );
+        """,
+    ),
+    (
+        6,
+        "request ids unique: a unique index (a migration of its own: DuckDB indexes no rows updated in the same "
+        "transaction)",
+        "CREATE UNIQUE INDEX requests_request_id ON requests (request_id) {present_request_ids};",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -206,7 +237,13 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 def rendered(dialect: Dialect) -> list[tuple[int, str, str]]:
     """The migrations in `dialect`'s words."""
     return [
-        (number, description, sql.replace("{month}", dialect.month).replace("{shared_indexes}", dialect.shared_indexes))
+        (
+            number,
+            description,
+            sql.replace("{month}", dialect.month)
+            .replace("{shared_indexes}", dialect.shared_indexes)
+            .replace("{present_request_ids}", dialect.present_request_ids),
+        )
         for number, description, sql in MIGRATIONS
     ]
 

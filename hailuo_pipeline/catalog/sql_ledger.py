@@ -54,9 +54,13 @@ class SqlLedgerTransaction(ABC):
         shot_id: str | None = None,
         statuses: Sequence[Status] | None = None,
         completed_since: datetime | None = None,
+        request_ids: Sequence[str] | None = None,
     ) -> list[RequestRow]:
         where: list[str] = ["true"]
         params: list[Any] = []
+        if request_ids is not None:
+            where.append("request_id = ANY(?)")
+            params.append(list(request_ids))
         for column, value in (("request_key", request_key), ("fingerprint", fingerprint), ("shot_id", shot_id)):
             if value is not None:
                 where.append(f"{column} = ?")

@@ -36,6 +36,7 @@ class LedgerTransaction(Protocol):
         shot_id: str | None = None,
         statuses: Sequence[Status] | None = None,
         completed_since: datetime | None = None,
+        request_ids: Sequence[str] | None = None,
     ) -> list[RequestRow]:
         """Matching rows, newest first (all of them when no filter is given)."""
         ...

@@ -28,19 +28,24 @@ from hailuo_pipeline.catalog.schema import DUCKDB, LATEST_VERSION, apply_migrati
 
 
 def migrate(conn: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> int:
-    """Bring the catalog file to `target` in one transaction; returns the version."""
+    """Bring the catalog file to `target`, a transaction per version (DuckDB builds no index over rows updated
+    in the same transaction); returns the version."""
 
     def run(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         result = conn.execute(sql, list(params))
         return result.fetchall() if result.description else []
 
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        version = apply_migrations(run, DUCKDB, target)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    version = -1
+    for step in range(1, target + 1):
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            version = apply_migrations(run, DUCKDB, step)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if version >= target:
+            break
     return version
 
 

@@ -29,18 +29,46 @@ class LedgerTransitions:
         self.alive = alive
 
     # -- transitions -----------------------------------------------------------------------
-    def mark_submitted(self, request_key: str, request_id: str) -> None:
-        self.mark_submitted_together({request_key: request_id})
+    def mark_submitted(self, request_key: str, request_id: str) -> dict[str, str]:
+        return self.mark_submitted_together({request_key: request_id})
 
-    def mark_submitted_together(self, request_ids: dict[str, str]) -> None:
+    def mark_submitted_together(self, request_ids: dict[str, str]) -> dict[str, str]:
         """fal's ids for several submits, with their events, in one transaction of two set-based statements:
         ids answered together are durable together, as soon as one of them alone would be (until written, a
-        killed process leaves its submit ambiguous). A key with no row fails the whole group."""
+        killed process leaves its submit ambiguous). A key with no row fails the whole group.
+
+        A request id is one job at fal, so it belongs to one row: an id that another row already holds (or that
+        two answers of the group share) is a replayed or false answer. The new row is recorded ambiguous (fal
+        may have billed a job we cannot see), the row holding the id is untouched. Returns those refused rows'
+        keys, each with the reason naming both rows."""
         with self.store.transaction() as t:
-            details = [redact(f"fal request id {request_id}") for request_id in request_ids.values()]
-            missing = set(request_ids) - t.record_submits(request_ids, t.now(), details)
+            holders = {row.request_id: row for row in t.requests(request_ids=list(request_ids.values()))}
+            refused: dict[str, str] = {}
+            accepted: dict[str, str] = {}
+            for request_key, request_id in request_ids.items():
+                holder = holders.get(request_id)
+                if holder is not None and holder.request_key != request_key:
+                    refused[request_key] = (
+                        f"fal answered with request id {request_id}, which ledger row {holder.request_key} (shot "
+                        f"{holder.shot_id}, take {holder.take}) already holds: a replayed or false answer, so the job "
+                        "this submit created (and fal may bill) cannot be seen"
+                    )
+                elif request_id in accepted.values():
+                    first = next(k for k, i in accepted.items() if i == request_id)
+                    refused[request_key] = (
+                        f"fal answered with request id {request_id} for this submit and for ledger row {first} "
+                        "at once: a replayed or false answer, so one of the two jobs (and fal may bill both) "
+                        "cannot be seen"
+                    )
+                else:
+                    accepted[request_key] = request_id
+            details = [redact(f"fal request id {request_id}") for request_id in accepted.values()]
+            missing = set(accepted) - (t.record_submits(accepted, t.now(), details) if accepted else set())
             if missing:
                 raise ValueError(f"no ledger row for {sorted(missing)}")
+            for request_key, message in refused.items():
+                self._transition(t, one_row(t, request_key), Status.AMBIGUOUS, message, possible_double_charge=True)
+        return refused
 
     def mark_progress(self, request_key: str, status: Status, detail: str | None = None) -> None:
         """Record in_queue / in_progress, only moving forward."""

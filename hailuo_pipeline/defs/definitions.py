@@ -50,6 +50,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 poll_interval_seconds=settings.poll_interval_seconds,
                 max_in_flight=settings.max_in_flight,
                 concurrency=settings.concurrency,
+                allowed_private_hosts=settings.fetch_hosts,
+                download_deadline_seconds=settings.download_deadline_seconds,
             ),
             "catalog": CatalogResource(
                 database=settings.snapshot_location if settings.catalog_url else str(settings.catalog_path),
@@ -59,7 +61,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
             "shots": ShotsResource(
                 data_dir=str(settings.data_dir),
                 video_store=settings.video_store,
-                allowed_private_image_hosts=settings.allowed_private_image_hosts,
+                allowed_private_hosts=settings.fetch_hosts,
             ),
             "budget": BudgetResource(daily_usd=settings.daily_budget_usd, total_usd=settings.total_budget_usd),
         },

@@ -19,6 +19,7 @@ from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.storage import CatalogDatabase
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.fal.config import FalSettings
+from hailuo_pipeline.fetch_policy import FetchPolicy
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY
 from hailuo_pipeline.shots.manifest import Manifest, ManifestError, Shot, read_manifest
 from hailuo_pipeline.shots.remote import RemotePolicy
@@ -49,12 +50,25 @@ class FalResource(ConfigurableResource):
         "concurrency limit), enforced by the ledger; none: each run's `concurrency` only. HAILUO_MAX_IN_FLIGHT",
     )
 
+    allowed_private_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts (or host:port) that fal's video URLs may use although they are loopback "
+        "or private ('*': any). HAILUO_ALLOWED_PRIVATE_HOSTS, plus FAL_QUEUE_RUN_HOST's host",
+    )
+
+    download_deadline_seconds: float = Field(
+        default=_FAL_DEFAULTS.download_deadline_seconds,
+        description="Every attempt at downloading one paid video, together (HAILUO_DOWNLOAD_DEADLINE_SECONDS)",
+    )
+
     def settings(self) -> FalSettings:
         return FalSettings(
             key=self.key,
             endpoint_id=self.endpoint_id,
             submit_timeout_seconds=self.submit_timeout_seconds,
             poll_interval_seconds=self.poll_interval_seconds,
+            fetch=FetchPolicy.allowing(self.allowed_private_hosts),
+            download_deadline_seconds=self.download_deadline_seconds,
         )
 
 
@@ -68,13 +82,14 @@ class ShotsResource(ConfigurableResource):
         "s3://bucket/prefix (credentials from the standard AWS environment or profile); set from "
         "EnvVar('HAILUO_VIDEO_STORE')",
     )
-    allowed_private_image_hosts: str = Field(
+    allowed_private_hosts: str = Field(
         default="",
-        description="Comma-separated hosts that image URLs may use although they are loopback or private ('*': any)",
+        description="Comma-separated hosts (or host:port) that image URLs may use although they are loopback or "
+        "private ('*': any). HAILUO_ALLOWED_PRIVATE_HOSTS, plus FAL_QUEUE_RUN_HOST's host",
     )
 
     def remote_images(self) -> RemotePolicy:
-        return RemotePolicy.allowing(self.allowed_private_image_hosts)
+        return RemotePolicy.allowing(self.allowed_private_hosts)
 
     @property
     def manifest_path(self) -> Path:

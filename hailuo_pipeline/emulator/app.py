@@ -52,6 +52,25 @@ class _CutOffAnswer(Response):
         raise ConnectionResetError("emulated: connection dropped mid-answer")
 
 
+class _AnnouncedLength(Response):
+    """A download whose Content-Length lies: the header announces `announced` bytes, the body is the real video
+    (a client that believes the header waits, or reads past it)."""
+
+    def __init__(self, body: bytes, announced: int, media_type: str) -> None:
+        super().__init__(body, media_type=media_type)
+        self.announced = announced
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", (self.media_type or "video/mp4").encode()),
+            (b"content-length", b"%d" % self.announced),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": self.announced > len(self.body)})
+        if self.announced > len(self.body):
+            raise ConnectionResetError("emulated: the announced body never comes")
+
+
 def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}"
 
@@ -109,7 +128,7 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         job = state.submit(endpoint, raw, body, image, duration)
         if state.take_counter_fault("hang_submits"):
             await asyncio.sleep(state.config.faults.hang_seconds)
-        answered_id = state.take_list_fault("request_ids") or job.request_id  # a lying fal
+        answered_id = state.answer_id(job, state.take_list_fault("request_ids"))  # maybe a lie
         answer = {
             "status": "IN_QUEUE",
             "request_id": answered_id,
@@ -126,8 +145,10 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         job = job_or_refusal(request, "status")
         if isinstance(job, Response):
             return job
-        if state.take_html_fault("status"):
+        if state.take_html_fault("status") or state.take_job_count(job, "status_html"):
             return HTMLResponse(INGRESS_PAGE.format(code="OK"))
+        if job.faults.status is not None:
+            return JSONResponse(job.faults.status)
         now = time.monotonic()
         phase = job.phase(now)
         owner, alias = request.path_params["owner"], request.path_params["alias"]
@@ -175,8 +196,12 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         assert job.completed_at is not None
         if now > job.completed_at + state.result_ttl(job):
             return JSONResponse({"detail": "Request result has expired"}, status_code=404)
-        if (lie := state.take_list_fault("results")) is not None:
+        if (code := state.take_job_http(job)) is not None:
+            return _fault_response(code) if code != 404 else JSONResponse({"detail": "Not found"}, status_code=404)
+        if (lie := state.take_list_fault("results")) is not None or (lie := job.faults.result) is not None:
             return JSONResponse(lie)
+        if state.take_job_count(job, "result_html"):
+            return HTMLResponse(INGRESS_PAGE.format(code="OK"))
         body = state.result_body(job, _base_url(request))
         if (size := state.take_list_fault("file_sizes")) is not None:
             body["video"]["file_size"] = size
@@ -202,6 +227,8 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         if (code := state.take_http_fault("download")) is not None:
             return _fault_response(code)
         request_id = request.path_params["name"].removesuffix(".mp4")
+        with state.lock:
+            state.fetched_paths.append(request.url.path)
         job = state.jobs.get(request_id)
         if job is None or not job.render.done() or job.error is not None:
             return JSONResponse({"detail": "File not found"}, status_code=404)
@@ -209,7 +236,10 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         if state.take_counter_fault("truncate_downloads"):
             data = data[: len(data) // 2]
         kind = state.config.faults.download_content_type
-        if state.take_counter_fault("endless_downloads"):
+        lies = job.faults
+        if lies.content_length is not None:
+            return _AnnouncedLength(data, lies.content_length, kind)
+        if state.take_counter_fault("endless_downloads") or lies.endless:
 
             async def endless() -> AsyncIterator[bytes]:
                 while True:
@@ -217,7 +247,7 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
                     await asyncio.sleep(0)
 
             return StreamingResponse(endless(), media_type=kind)
-        rate = state.config.faults.download_bytes_per_second
+        rate = lies.bytes_per_second or state.config.faults.download_bytes_per_second
 
         async def chunks() -> AsyncIterator[bytes]:
             step = 64 * 1024

@@ -32,6 +32,26 @@ class Latency:
 
 
 @dataclass
+class JobFaults:
+    """How fal lies about one job, chosen by its prompt (`Faults.by_prompt`), so a batch holds good shots beside
+    the bad one. Every answer about the job can be a lie: its id, its status, its result, its video."""
+
+    request_id: str | None = None  # the submit answers with this id (malformed, a path, too long...)
+    replay_id: bool = False  # the submit answers with the id it gave the previous job (one job, two shots)
+    status: Any = None  # status calls answer 200 with this body (missing or wrong-typed fields)
+    status_html: int = 0  # the next N status calls answer 200 with an HTML page
+    result: Any = None  # result calls answer 200 with this body
+    result_html: int = 0
+    result_http: list[int] = field(default_factory=list)  # the next result calls answer these codes (404: gone)
+    video_url: str | None = None  # the result's video URL (a loopback, private or non-http one)
+    file_size: Any = None  # the result's file_size
+    content_length: int | None = None  # the download announces this length (and sends the real body)
+    endless: bool = False  # the download never ends
+    bytes_per_second: int = 0  # the download trickles at this rate
+    first_error: dict[str, Any] | None = None  # the first job of the prompt completes with this error (job_errors)
+
+
+@dataclass
 class Faults:
     """Faults consumed in order. `http` maps an endpoint (submit, status, result, cancel, download)
     to the status codes its next calls answer with instead of the real answer."""
@@ -51,6 +71,7 @@ class Faults:
     html: dict[str, int] = field(default_factory=dict)  # endpoint -> next N calls answer 200 with an HTML page
     download_content_type: str = "video/mp4"
     endless_downloads: int = 0  # next downloads never end
+    by_prompt: dict[str, dict[str, Any]] = field(default_factory=dict)  # prompt -> JobFaults fields
 
 
 @dataclass
@@ -83,6 +104,7 @@ class Job:
     completed_at: float | None = None
     downloaded_at: float | None = None  # when its video was last sent in full
     result_answered_at: float | None = None  # when its result was first answered
+    faults: JobFaults = field(default_factory=JobFaults)
 
     @property
     def ends(self) -> float:
@@ -207,6 +229,8 @@ class EmulatorState:
         self.submissions_by_body: Counter[str] = Counter()
         self.submissions_by_prompt: Counter[str] = Counter()
         self.cancelled: list[str] = []
+        self.answered_ids: list[str] = []  # the ids submits were answered with, in order
+        self.fetched_paths: list[str] = []  # every path a client fetched a file from (videos, uploads)
         self.uploads: OrderedDict[str, bytes] = OrderedDict()  # fal storage stand-in: id -> bytes
         self.upload_tokens: set[str] = set()
         self.lock = threading.Lock()
@@ -232,6 +256,8 @@ class EmulatorState:
             self.submissions_by_body.clear()
             self.submissions_by_prompt.clear()
             self.cancelled.clear()
+            self.answered_ids.clear()
+            self.fetched_paths.clear()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -241,6 +267,7 @@ class EmulatorState:
                 "submissions_by_body": dict(self.submissions_by_body),
                 "submissions_by_prompt": dict(self.submissions_by_prompt),
                 "cancelled": list(self.cancelled),
+                "answered_ids": list(self.answered_ids),
                 "peak_at_fal": peak_at_fal(self.jobs.values()),
                 "spans_at_fal": sorted((job.created, job.ends) for job in self.jobs.values()),
                 "config": asdict(self.config),
@@ -287,6 +314,9 @@ class EmulatorState:
         jitter = latency.jitter_seconds
         with self.lock:
             error = self.config.faults.job_errors.pop(0) if self.config.faults.job_errors else None
+            lies = dict(self.config.faults.by_prompt.get(str(body.get("prompt"))) or {})
+            if lies.get("first_error") and not self.submissions_by_prompt[str(body.get("prompt"))]:
+                error = lies["first_error"]
             job = Job(
                 request_id=str(uuid.uuid4()),
                 endpoint=endpoint,
@@ -297,6 +327,7 @@ class EmulatorState:
                 duration=duration,
                 render=self._render(image, duration),
                 error=error,
+                faults=JobFaults(**lies) if lies else JobFaults(),
             )
             self.jobs[job.request_id] = job
             self.counters["submit_accepted"] += 1
@@ -328,14 +359,37 @@ class EmulatorState:
 
     def result_body(self, job: Job, base_url: str) -> dict[str, Any]:
         video = job.render.result()
+        lies = job.faults
         return {
             "video": {
-                "url": f"{base_url}/files/{job.request_id}.mp4",
+                "url": lies.video_url or f"{base_url}/files/{job.request_id}.mp4",
                 "content_type": "video/mp4",
                 "file_name": f"{job.request_id}.mp4",
-                "file_size": len(video),
+                "file_size": len(video) if lies.file_size is None else lies.file_size,
             }
         }
+
+    def answer_id(self, job: Job, lie: str | None = None) -> str:
+        """The id the submit of `job` is answered with: its own, or a lie (`lie`, the job's own, or the id the
+        previous submit was answered with)."""
+        with self.lock:
+            answered = lie or job.faults.request_id or job.request_id
+            if job.faults.replay_id and self.answered_ids:
+                answered = self.answered_ids[-1]
+            self.answered_ids.append(answered)
+            return answered
+
+    def take_job_count(self, job: Job, name: str) -> bool:
+        """One use of a job's counted lie (status_html, result_html)."""
+        with self.lock:
+            left = getattr(job.faults, name)
+            if left > 0:
+                setattr(job.faults, name, left - 1)
+            return left > 0
+
+    def take_job_http(self, job: Job) -> int | None:
+        with self.lock:
+            return job.faults.result_http.pop(0) if job.faults.result_http else None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

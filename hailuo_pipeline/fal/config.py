@@ -6,11 +6,12 @@ settings reach fal, a corporate proxy or the emulator; only the host and key dif
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fal_client
 
 from hailuo_pipeline.fal.hooks import route_storage_to_queue_host
+from hailuo_pipeline.fetch_policy import FetchPolicy
 from hailuo_pipeline.model_limits import ENDPOINT_ID
 from hailuo_pipeline.redact import masked
 from hailuo_pipeline.shots.validation import ImageInput, ShotRequest
@@ -52,8 +53,19 @@ class FalSettings:
     max_poll_error_seconds: float = 120.0
     call_timeout_seconds: float = 90.0  # bound on one status or result call, fal_client's retries included
     inline_image_max_bytes: int = 10 * 1024 * 1024  # larger local images go through fal storage
+    # A delivery's downloads: at most `download_attempts` tries within one total deadline, each refused at once
+    # when its announced length is over the cap or differs from the result's file_size, and dropped when it
+    # runs slower than the minimum rate after its first seconds. Dagster's 3 retries make at most 4 deliveries
+    # of a shot per run: 4 x 120 s in the worst case, each holding at most one partial file.
     download_attempts: int = 4
-    download_timeout_seconds: float = 300.0
+    download_deadline_seconds: float = 120.0
+    download_min_bytes_per_second: int = 64 * 1024
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)  # where fal's video URLs may point
+
+    @property
+    def download_grace_seconds(self) -> float:
+        """How long a download may take to reach the minimum rate: 10 s, less under a short deadline."""
+        return min(10.0, self.download_deadline_seconds / 4)
 
     def client(self) -> fal_client.AsyncClient:
         route_storage_to_queue_host()

@@ -23,7 +23,7 @@ import httpx
 
 from hailuo_pipeline.fal.hooks import add_request_hook
 from hailuo_pipeline.fal.replies import BadReply, checked_request_id
-from hailuo_pipeline.redact import redact
+from hailuo_pipeline.redact import describe_error
 
 
 class SubmitReplayRefused(Exception):
@@ -62,8 +62,8 @@ async def _before_each_attempt(request: httpx.Request) -> None:
         return
     if attempts.sent > attempts.answered:
         raise SubmitReplayRefused(
-            f"the submit reached the network but its answer did not come back ({attempts.failure!r}); "
-            "fal_client would have sent it again"
+            "the submit reached the network but its answer did not come back"
+            + (f" ({describe_error(attempts.failure)})" if attempts.failure is not None else "")
         )
     request.extensions["trace"] = attempts.trace
 
@@ -80,11 +80,11 @@ async def submit_once(
     except fal_client.FalClientHTTPError:
         raise  # fal answered, with an error: no job
     except (ValueError, KeyError, TypeError) as exc:  # an answer came, but not one fal_client could read
-        raise SubmitUnanswered(f"fal's answer to the submit could not be read ({redact(repr(exc))})") from exc
+        raise SubmitUnanswered(f"fal's answer to the submit could not be read ({describe_error(exc)})") from exc
     except Exception as exc:
         if attempts.sent > attempts.answered:
-            raise SubmitUnanswered(f"the submit got no answer ({redact(repr(exc))})") from exc
-        raise SubmitNotSent(f"the submit could not be sent ({redact(repr(exc))})") from exc
+            raise SubmitUnanswered(f"the submit got no answer ({_cause(exc)})") from exc
+        raise SubmitNotSent(f"the submit could not be sent ({_cause(exc)})") from exc
     finally:
         _current_submit.reset(token)
     try:
@@ -92,3 +92,8 @@ async def submit_once(
     except BadReply as exc:
         raise SubmitUnanswered(str(exc)) from exc
     return handle
+
+
+def _cause(error: BaseException) -> str:
+    """A refused replay's own words already say what happened; anything else is described."""
+    return str(error) if isinstance(error, SubmitReplayRefused) else describe_error(error)

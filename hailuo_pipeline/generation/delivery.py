@@ -4,6 +4,7 @@ for a download problem: the stored result URL is fetched again instead."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow, VideoRow
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.replies import BadReply, VideoEntry, checked_video
-from hailuo_pipeline.generation.download import DownloadedVideo, DownloadError, download_video
+from hailuo_pipeline.generation.download import DownloadBounds, DownloadedVideo, DownloadError, download_video
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
     PermanentShotFailure,
@@ -60,11 +61,16 @@ class Delivery:
         kept: str | None = None
         poster: bytes | None = None
         last_error: DownloadError | None = None
+        deadline = time.monotonic() + self.fal.download_deadline_seconds  # one for the delivery, every attempt in
         for attempt in range(1, self.fal.download_attempts + 1):
+            bounds = DownloadBounds(
+                max(0.0, deadline - time.monotonic()),
+                self.fal.download_min_bytes_per_second,
+                self.fal.download_grace_seconds,
+                self.fal.fetch,
+            )
             try:
-                downloaded = await download_video(
-                    self.http, video.url, destination, video.file_size, self.fal.download_timeout_seconds
-                )
+                downloaded = await download_video(self.http, video.url, destination, video.file_size, bounds)
                 poster = await asyncio.to_thread(poster_or_none, downloaded.path)  # before it leaves local disk
                 kept = await asyncio.to_thread(self.videos.keep, downloaded.path, row.shot_id, row.take, row.request_id)
                 break
@@ -72,6 +78,7 @@ class Delivery:
                 downloaded = None
                 last_error = exc if isinstance(exc, DownloadError) else DownloadError(str(exc))
                 again = last_error.worth_retrying and attempt < self.fal.download_attempts
+                again = again and deadline - time.monotonic() > 1.0
                 self.log.warning(
                     f"{row.shot_id}: download attempt {attempt} failed ({exc})" + ("; fetching again" if again else "")
                 )
@@ -80,9 +87,11 @@ class Delivery:
                 await asyncio.sleep(min(0.5 * attempt, 5))
         if downloaded is None or kept is None:
             assert last_error is not None
-            if last_error.status_code in GONE:
-                message = f"fal's video for request {row.request_id} is gone ({last_error})"
-                await asyncio.to_thread(self.ledger.mark_lost, row.request_key, "video_gone", message)
+            if last_error.status_code in GONE or last_error.refused:
+                reason = "is gone" if last_error.status_code in GONE else "may not be fetched"
+                message = f"fal's video for request {row.request_id} {reason} ({last_error})"
+                error_type = "video_gone" if last_error.status_code in GONE else "video_url_refused"
+                await asyncio.to_thread(self.ledger.mark_lost, row.request_key, error_type, message)
                 raise PermanentShotFailure(row.shot_id, f"{message}; it was paid for", fix_for_lost(row.shot_id))
             raise TransientShotFailure(
                 row.shot_id,

@@ -19,7 +19,7 @@ from hailuo_pipeline.catalog.rows import RequestRow, Status
 from hailuo_pipeline.fal.config import FalSettings
 from hailuo_pipeline.fal.hooks import StatusCalls, counting_status_calls
 from hailuo_pipeline.fal.polling import CompletionEstimate, PollSchedule
-from hailuo_pipeline.fal.replies import BadReply, NoVideo, VideoEntry, checked_video
+from hailuo_pipeline.fal.replies import BadReply, VideoEntry, checked_video
 from hailuo_pipeline.generation.errors import (
     FIX_RESUMABLE,
     FIX_TRANSIENT,
@@ -34,6 +34,7 @@ from hailuo_pipeline.generation.errors import (
     is_permanent_error,
 )
 from hailuo_pipeline.generation.log import RunLog
+from hailuo_pipeline.redact import describe_error
 
 
 class RequestFollower:
@@ -130,13 +131,7 @@ class RequestFollower:
         result = await self._fetch_result(row, handle)
         try:
             video = checked_video(result)
-        except NoVideo as exc:
-            message = f"fal completed request {request_id} but {exc}"
-            await asyncio.to_thread(
-                self.ledger.mark_failed, row.request_key, "no_media_generated", message, permanent=True
-            )
-            raise PermanentShotFailure(shot_id, message, fix_for_refusal("no_media_generated")) from exc
-        except BadReply as exc:
+        except BadReply as exc:  # fal reported success, so it bills: booked at its price, never as a free failure
             await self._lost(row, "bad_result", f"fal completed (and billed) request {request_id} but {exc}")
         metrics = status.metrics if isinstance(status.metrics, dict) else {}
         inference = metrics.get("inference_time")
@@ -153,10 +148,11 @@ class RequestFollower:
         if errors >= self.fal.max_poll_errors or failing_for > self.fal.max_poll_error_seconds:
             raise TransientShotFailure(
                 row.shot_id,
-                f"{errors} status polls of request {row.request_id} in a row failed over {failing_for:.0f} s ({exc!r})",
+                f"{errors} status polls of request {row.request_id} in a row failed over {failing_for:.0f} s "
+                f"({describe_error(exc)})",
                 FIX_RESUMABLE,
             ) from exc
-        self.log.warning(f"{row.shot_id}: status poll failed ({exc!r}); trying again")
+        self.log.warning(f"{row.shot_id}: status poll failed ({describe_error(exc)}); trying again")
         return errors, failing_since
 
     async def _fetch_result(self, row: RequestRow, handle: fal_client.AsyncRequestHandle) -> Any:
@@ -178,7 +174,7 @@ class RequestFollower:
                     ) from exc
                 self.log.warning(f"{row.shot_id}: fetching the result failed ({exc.status_code}); trying again")
             except (httpx.HTTPError, TimeoutError, ValueError) as exc:
-                self.log.warning(f"{row.shot_id}: fetching the result failed ({exc!r}); trying again")
+                self.log.warning(f"{row.shot_id}: fetching the result failed ({describe_error(exc)}); trying again")
             await asyncio.sleep(min(2.0**attempt, 10))
         raise TransientShotFailure(
             row.shot_id, f"the result of request {handle.request_id} could not be fetched", FIX_RESUMABLE
@@ -200,7 +196,7 @@ class RequestFollower:
         except fal_client.FalClientHTTPError as exc:
             http_status, detail = exc.status_code, describe_fal_detail(exc.message)
         except (httpx.HTTPError, TimeoutError, ValueError) as exc:
-            self.log.warning(f"{row.shot_id}: could not read the model's error ({exc!r})")
+            self.log.warning(f"{row.shot_id}: could not read the model's error ({describe_error(exc)})")
         error_type = status.error_type or "model_error"
         refusal = is_input_refusal(status.error_type, http_status)
         await asyncio.to_thread(

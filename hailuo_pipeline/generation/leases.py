@@ -11,6 +11,7 @@ from hailuo_pipeline.catalog.decisions import heartbeat_seconds
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.generation.log import RunLog
+from hailuo_pipeline.redact import describe_error
 
 
 class Leases:
@@ -35,4 +36,6 @@ class Leases:
             try:
                 await asyncio.to_thread(self.ledger.heartbeat, sorted(self.held), self.owner)
             except Exception as exc:  # a missed renewal is survivable (the lease is 45 s); a dead task is not
-                self.log.warning(f"renewing the leases of {len(self.held)} request(s) failed ({exc!r}); trying again")
+                self.log.warning(
+                    f"renewing the leases of {len(self.held)} request(s) failed ({describe_error(exc)}); trying again"
+                )

@@ -38,7 +38,7 @@ from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.slots import FalSlot, RoomAtFal
 from hailuo_pipeline.generation.submit import SubmittedIds, fingerprint, ledger_arguments, submit
-from hailuo_pipeline.redact import redact
+from hailuo_pipeline.redact import describe_error, redact
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
 from hailuo_pipeline.video.store import VideoStore
@@ -81,7 +81,8 @@ class ShotGenerator:
     async def __aenter__(self) -> ShotGenerator:
         self._client = self.fal.client()
         await watch_status_calls(self._client)
-        self._http = httpx.AsyncClient(timeout=self.fal.download_timeout_seconds, follow_redirects=True)
+        # redirects are followed by hand, each checked by the fetch policy; the delivery's deadline bounds the rest
+        self._http = httpx.AsyncClient(timeout=30.0, follow_redirects=False)
         self._follower = RequestFollower(self.fal, self._client, self.ledger, self.log)
         self._delivery = Delivery(self.fal, self._http, self.ledger, self.videos, self.log)
         self._leases = asyncio.create_task(self.leases.renew_forever())
@@ -96,7 +97,7 @@ class ShotGenerator:
             try:
                 await self._sweep
             except OSError as error:
-                self.log.warning(f"removing partial downloads of stopped processes failed ({error!r})")
+                self.log.warning(f"removing partial downloads of stopped processes failed ({describe_error(error)})")
         # whatever is unfinished becomes an orphan now, not when the lease runs out
         await asyncio.to_thread(self.ledger.release, self.owner)
         if self._http is not None:
@@ -184,7 +185,7 @@ class ShotGenerator:
         except Exception as exc:  # the one boundary: a surprise in one shot is that shot's failure, not the batch's
             outcome.failure = PermanentShotFailure(
                 shot.shot_id,
-                f"unexpected {type(exc).__name__}: {exc}",
+                f"an unexpected error stopped it ({describe_error(exc)})",
                 "a request already at fal is kept in the ledger and resumed by its id; if this repeats, "
                 "report it with the run's log",
             )

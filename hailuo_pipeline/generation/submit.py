@@ -21,6 +21,7 @@ from hailuo_pipeline.generation.errors import (
     fix_for_ambiguous,
     is_input_refusal,
 )
+from hailuo_pipeline.redact import describe_error
 from hailuo_pipeline.shots.validation import ShotRequest
 
 
@@ -47,7 +48,9 @@ class SubmittedIds:
         while self._waiting:
             group, self._waiting = self._waiting, {}
             try:
-                await asyncio.to_thread(self.ledger.mark_submitted_together, {k: i for k, (i, _) in group.items()})
+                refused = await asyncio.to_thread(
+                    self.ledger.mark_submitted_together, {k: i for k, (i, _) in group.items()}
+                )
             except (asyncio.CancelledError, KeyboardInterrupt):
                 for _, written in group.values():
                     written.cancel()
@@ -55,14 +58,25 @@ class SubmittedIds:
             except Exception:
                 for request_key, (request_id, written) in group.items():
                     try:
-                        await asyncio.to_thread(self.ledger.mark_submitted, request_key, request_id)
+                        alone = await asyncio.to_thread(self.ledger.mark_submitted, request_key, request_id)
                     except Exception as exc:
                         written.set_exception(exc)
                     else:
-                        written.set_result(None)
+                        _settle(written, alone.get(request_key))
             else:
-                for _, written in group.values():
-                    written.set_result(None)
+                for request_key, (_, written) in group.items():
+                    _settle(written, refused.get(request_key))
+
+
+class RequestIdTaken(Exception):
+    """fal answered a submit with a request id another row holds: the row is recorded ambiguous."""
+
+
+def _settle(written: asyncio.Future[None], refusal: str | None) -> None:
+    if refusal is None:
+        written.set_result(None)
+    else:
+        written.set_exception(RequestIdTaken(refusal))
 
 
 def fingerprint(shot_id: str, endpoint: str, arguments: dict[str, Any]) -> str:
@@ -88,7 +102,9 @@ async def submit(
     try:
         image_url = await fal.image_argument(client, request)
     except Exception as exc:  # uploading to fal's storage is not a submit: nothing can be paid yet
-        await _not_sent(ids.ledger, row, request, f"uploading the image to fal's storage failed ({exc!r})")
+        await _not_sent(
+            ids.ledger, row, request, f"uploading the image to fal's storage failed ({describe_error(exc)})"
+        )
     payload = {
         "prompt": request.prompt,
         "image_url": image_url,
@@ -115,7 +131,10 @@ async def submit(
             permanent=is_input_refusal(exc.error_type, exc.status_code),
         )
         raise failure from exc
-    await ids.record(row.request_key, handle.request_id)
+    try:
+        await ids.record(row.request_key, handle.request_id)
+    except RequestIdTaken as exc:  # recorded ambiguous: fal may bill a job we cannot see
+        raise PermanentShotFailure(request.shot_id, str(exc), fix_for_ambiguous(row.request_key)) from exc
     return handle.request_id, sent_at
 
 

@@ -1,24 +1,18 @@
 """Fetching a shot's image from an http(s) URL, as an untrusted server would serve it: one total deadline,
-a streamed size cap (the model's limit), a host policy (no loopback, link-local, private or reserved
-addresses unless allowed), and every redirect checked again as if it were the first URL.
-
-A host could still resolve differently between our check and the connection (DNS rebinding); the policy
-narrows what a manifest cell can reach, it does not replace a network boundary."""
+a streamed size cap (the model's limit), the one fetch policy (`fetch_policy.py`: no loopback, link-local,
+private or reserved addresses unless allowed), and every redirect checked again as if it were the first URL."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
 from hailuo_pipeline import model_limits as limits
-from hailuo_pipeline.redact import redact
-
-MAX_REDIRECTS = 5
+from hailuo_pipeline.fetch_policy import MAX_REDIRECTS, FetchPolicy
+from hailuo_pipeline.redact import describe_error, redact
 
 
 @dataclass(frozen=True)
@@ -30,8 +24,12 @@ class RemotePolicy:
 
     @classmethod
     def allowing(cls, hosts: str) -> RemotePolicy:
-        """From a comma-separated list, as HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS holds it."""
-        return cls(frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()))
+        """From a comma-separated list, as HAILUO_ALLOWED_PRIVATE_HOSTS holds it."""
+        return cls(FetchPolicy.allowing(hosts).allowed)
+
+    @property
+    def hosts(self) -> FetchPolicy:
+        return FetchPolicy(self.private_hosts)
 
 
 class RemoteImageError(Exception):
@@ -41,39 +39,18 @@ class RemoteImageError(Exception):
         self.fix = fix
 
 
-def host_problem(url: str, private_hosts: frozenset[str]) -> str | None:
-    """Why this URL may not be fetched (scheme, host, the addresses its host resolves to), or None."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        return f"the image URL's scheme {parts.scheme!r} is not supported (only http and https)"
-    host = parts.hostname
-    if not host:
-        return "the image URL has no host"
-    if "*" in private_hosts or host.lower() in private_hosts:
-        return None
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)}
-    except (socket.gaierror, UnicodeError) as exc:
-        return f"the image URL's host {host!r} does not resolve ({exc})"
-    for address in sorted(addresses):
-        ip = ipaddress.ip_address(str(address).split("%")[0])
-        if not ip.is_global or ip.is_multicast:
-            return f"the image URL's host {host!r} is a local or private address ({ip})"
-    return None
-
-
 def fetch_image(url: str, policy: RemotePolicy) -> bytes:
     """The image's bytes, or RemoteImageError naming what went wrong and the fix."""
     deadline = time.monotonic() + policy.deadline_seconds
     shown = redact(url)
     with httpx.Client(follow_redirects=False, timeout=min(30.0, policy.deadline_seconds)) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            problem = host_problem(url, policy.private_hosts)
+            problem = policy.hosts.problem(url, "the image URL")
             if problem:
                 raise RemoteImageError(
                     problem,
                     "use a public http(s) URL, or a local file"
-                    + ("" if "scheme" in problem else "; HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS lists allowed ones"),
+                    + ("" if "scheme" in problem else "; HAILUO_ALLOWED_PRIVATE_HOSTS lists allowed ones"),
                 )
             try:
                 with client.stream("GET", url) as response:
@@ -87,7 +64,7 @@ def fetch_image(url: str, policy: RemotePolicy) -> bytes:
                     return _read_capped(response, policy, deadline, shown)
             except httpx.HTTPError as exc:
                 raise RemoteImageError(
-                    f"the image URL {shown} could not be fetched ({redact(exc)})", "check the URL"
+                    f"the image URL {shown} could not be fetched ({describe_error(exc)})", "check the URL"
                 ) from exc
     raise RemoteImageError(f"the image URL {shown} redirects more than {MAX_REDIRECTS} times", "give the final URL")
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from PIL import Image, UnidentifiedImageError
 
 from hailuo_pipeline import model_limits as limits
-from hailuo_pipeline.redact import redact
+from hailuo_pipeline.redact import describe_error, redact
 from hailuo_pipeline.shots.manifest import FALSE_WORDS, TRUE_WORDS, Shot
 from hailuo_pipeline.shots.remote import RemoteImageError, RemotePolicy, fetch_image
 
@@ -130,7 +130,9 @@ def validate_image(shot_id: str, data: bytes) -> ImageInput:
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ShotInputError(
-            shot_id, f"image cannot be decoded ({exc})", "re-export it as a complete JPEG, PNG or WebP file"
+            shot_id,
+            f"image cannot be decoded ({describe_error(exc)})",
+            "re-export it as a complete JPEG, PNG or WebP file",
         ) from exc
     return ImageInput(data, hashlib.sha256(data).hexdigest(), width, height, fmt)
 
@@ -186,7 +188,7 @@ def quick_problem(shot: Shot) -> str | None:
     except ShotInputError as exc:
         return str(exc)
     except Exception as exc:  # a pre-check: whatever fails here is refused by name by the real check
-        return f"shot {shot.shot_id!r}: image cannot be read ({redact(exc)})"
+        return f"shot {shot.shot_id!r}: image cannot be read ({describe_error(exc)})"
     return None
 
 
