@@ -66,7 +66,8 @@ class _AnnouncedLength(Response):
             (b"content-length", b"%d" % self.announced),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body, "more_body": self.announced > len(self.body)})
+        body = self.body[: self.announced]
+        await send({"type": "http.response.body", "body": body, "more_body": self.announced > len(body)})
         if self.announced > len(self.body):
             raise ConnectionResetError("emulated: the announced body never comes")
 
@@ -250,7 +251,7 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         rate = lies.bytes_per_second or state.config.faults.download_bytes_per_second
 
         async def chunks() -> AsyncIterator[bytes]:
-            step = 64 * 1024
+            step = max(256, min(64 * 1024, rate // 4)) if rate else 64 * 1024  # a trickle drips, it does not pause
             for offset in range(0, len(data), step):
                 chunk = data[offset : offset + step]
                 if rate:

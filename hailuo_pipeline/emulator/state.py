@@ -370,12 +370,13 @@ class EmulatorState:
         }
 
     def answer_id(self, job: Job, lie: str | None = None) -> str:
-        """The id the submit of `job` is answered with: its own, or a lie (`lie`, the job's own, or the id the
-        previous submit was answered with)."""
+        """The id the submit of `job` is answered with: its own, or a lie (`lie`, the job's own, or the real id
+        an earlier submit was answered with)."""
         with self.lock:
             answered = lie or job.faults.request_id or job.request_id
-            if job.faults.replay_id and self.answered_ids:
-                answered = self.answered_ids[-1]
+            given = [i for i in self.answered_ids if i in self.jobs]  # ids of real jobs, given before
+            if job.faults.replay_id and given:
+                answered = given[-1]
             self.answered_ids.append(answered)
             return answered
 

@@ -121,7 +121,7 @@ async def _receive(
     size = 0
     started = time.monotonic()
     with _private_file(partial) as handle:
-        async for chunk in response.aiter_bytes(1024 * 1024):
+        async for chunk in response.aiter_bytes():  # as it arrives: a trickle is measured, not buffered
             size += len(chunk)
             if size > limit:
                 raise DownloadError(f"the video is larger than {limit:,} bytes", worth_retrying=False)

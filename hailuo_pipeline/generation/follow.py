@@ -37,6 +37,11 @@ from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.redact import describe_error
 
 
+# a call that failed, or an answer fal_client could not read: not JSON (ValueError), a field missing (KeyError)
+# or of the wrong type (TypeError). Each is a failed poll, tried again; never a verdict on the request.
+UNREADABLE = (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError)
+
+
 class RequestFollower:
     """Shared by a batch's requests: the client, the settings and what finished requests teach."""
 
@@ -103,7 +108,7 @@ class RequestFollower:
                 errors, failing_since = await self._poll_failed(row, exc, errors, failing_since)
                 await asyncio.sleep(schedule.next_wait())
                 continue
-            except (httpx.HTTPError, TimeoutError, ValueError) as exc:  # ValueError: an answer that is not JSON
+            except UNREADABLE as exc:
                 errors, failing_since = await self._poll_failed(row, exc, errors, failing_since)
                 await asyncio.sleep(schedule.next_wait())
                 continue
@@ -173,7 +178,7 @@ class RequestFollower:
                         row.shot_id, exc.status_code, None, exc.message, f"fetching the result of {handle.request_id}"
                     ) from exc
                 self.log.warning(f"{row.shot_id}: fetching the result failed ({exc.status_code}); trying again")
-            except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+            except UNREADABLE as exc:
                 self.log.warning(f"{row.shot_id}: fetching the result failed ({describe_error(exc)}); trying again")
             await asyncio.sleep(min(2.0**attempt, 10))
         raise TransientShotFailure(
@@ -195,7 +200,7 @@ class RequestFollower:
                 await handle.get(interval=self.fal.poll_interval_seconds)
         except fal_client.FalClientHTTPError as exc:
             http_status, detail = exc.status_code, describe_fal_detail(exc.message)
-        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+        except UNREADABLE as exc:
             self.log.warning(f"{row.shot_id}: could not read the model's error ({describe_error(exc)})")
         error_type = status.error_type or "model_error"
         refusal = is_input_refusal(status.error_type, http_status)
