@@ -144,6 +144,39 @@ def test_a_killed_worker_is_resumed_by_another_machine_not_repaid(shared, emulat
     spend_matches_delivered(database)
 
 
+def test_a_pod_restarted_on_another_host_waits_out_a_dead_pods_leases_and_delivers(shared, emulator, tmp_path):
+    """Two workers on hosts with different names (pods): the first is SIGKILLed holding live requests; the
+    second, started at once, cannot see that the first is dead. It says whose lease each shot is under, until
+    when and when that owner was last heard, waits for the leases to end, takes the requests over and delivers
+    every video without a new submit (it used to call the dead pod live and end with "0 of 0 delivered")."""
+    template, shots = template_shots(tmp_path, 3)
+    emulator.configure({"latency": {"queue_seconds": 2.0, "inference_seconds": 0.3}})
+    lease = {"HAILUO_LEASE_SECONDS": "6"}
+    pod_a = {**worker_env(shared, tmp_path / "a", shots, template), **lease, "HAILUO_HOST_NAME": "pod-a"}
+    doomed = hailuo(["materialize"], pod_a, tmp_path)
+    database = open_catalog(shared["HAILUO_CATALOG_URL"])
+    wait_for(
+        lambda: database.read("SELECT count(*) AS n FROM requests WHERE request_id IS NOT NULL")["n"].iloc[0] == 3,
+        timeout=60,
+        what="every request id recorded",
+    )
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=30)
+
+    pod_b = {**worker_env(shared, tmp_path / "b", shots, template), **lease, "HAILUO_HOST_NAME": "pod-b"}
+    other = hailuo(["materialize"], pod_b, tmp_path)
+    (out,) = run_all([other])
+    assert other.returncode == 0, out
+    assert all(f"{s}: request " in out for s in shots) and out.count("is leased to pod-a:") >= 3, out
+    assert "(last heard " in out and "takes it over" in out and "resuming fal request" in out, out
+    assert "3 of 3 shot(s) delivered" in out, out
+    assert emulator.stats()["submissions"] == 3  # taken over, not repaid
+    rows = database.read("SELECT shot_id, status, attempts FROM requests ORDER BY shot_id")
+    assert rows.values.tolist() == [[s, "succeeded", 2] for s in shots]
+    owners = database.read("SELECT DISTINCT detail FROM request_events WHERE detail LIKE 'resumed by %'")
+    assert all(d.startswith("resumed by pod-b:") and "was pod-a:" in d for d in owners["detail"]), owners
+
+
 def test_a_total_budget_holds_across_four_racing_workers(shared, emulator, tmp_path):
     template, shots = template_shots(tmp_path, 12)
     shared = {**shared, "HAILUO_TOTAL_BUDGET_USD": "0.57"}  # three 6 s videos

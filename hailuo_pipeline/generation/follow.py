@@ -36,7 +36,6 @@ from hailuo_pipeline.generation.errors import (
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.redact import describe_error
 
-
 # a call that failed, or an answer fal_client could not read: not JSON (ValueError), a field missing (KeyError)
 # or of the wrong type (TypeError). Each is a failed poll, tried again; never a verdict on the request.
 UNREADABLE = (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError)

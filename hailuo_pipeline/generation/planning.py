@@ -52,9 +52,10 @@ class ShotPlan:
     leases: dict[str, str] = field(default_factory=dict)  # shot -> its lease, said as it is
 
     def targets(self) -> list[str]:
-        """The shots a plain run takes: what it may pay for, what it resumes by id, and what a silent owner
-        holds (the run waits out that lease, then takes the request over)."""
-        chosen = {*self.to_generate, *self.to_resume, *self.silent}
+        """The shots a plain run takes: what it may pay for, what it resumes by id, and what another process
+        holds a lease on (the run waits for that process to deliver, or for its lease to end and then takes the
+        request over: a restarted pod does not end with nothing delivered because a dead one held its shots)."""
+        chosen = {*self.to_generate, *self.to_resume, *self.silent, *self.in_flight}
         return [s for s in self.order if s in chosen]
 
     def notes(self) -> list[str]:
@@ -65,15 +66,20 @@ class ShotPlan:
                 f"resuming {len(self.to_resume)} paid request(s) left behind by an earlier run, by their fal id "
                 f"(nothing is submitted for them): {_names(self.to_resume)}"
             )
-        for shot_id, row in self.silent.items():
+        for shot_id, row in list(self.silent.items())[:10]:
             said.append(
-                f"{shot_id}: {self.leases[shot_id]}; its owner has stopped answering, so this run waits for the "
-                f"lease to end and then takes request {row.request_id or row.request_key} over (nothing is submitted)"
+                f"{shot_id}: request {row.request_id or row.request_key} is {self.leases[shot_id]}; its owner has "
+                "stopped answering, so this run waits for the lease to end and takes the request over (nothing "
+                "is submitted)"
             )
-        for shot_id in list(self.in_flight)[:10]:
-            said.append(f"{shot_id}: {self.leases[shot_id]}; left to it")
-        if len(self.in_flight) > 10:
-            said.append(f"and {len(self.in_flight) - 10} more shot(s) leased to live processes, left to them")
+        for shot_id, row in list(self.in_flight.items())[:10]:
+            said.append(
+                f"{shot_id}: request {row.request_id or row.request_key} is {self.leases[shot_id]}; this run waits "
+                "for that process to deliver it, or takes it over if the lease ends (nothing is submitted)"
+            )
+        held = len(self.silent) + len(self.in_flight) - min(10, len(self.silent)) - min(10, len(self.in_flight))
+        if held > 0:
+            said.append(f"and {held} more shot(s) leased to other processes, waited for the same way")
         again: dict[str, dict[str, RequestRow]] = {"ambiguous": {}, "refused": {}, "lost": {}}
         for shot_id, before in self.to_generate.items():
             if before is not None and before.status is Status.AMBIGUOUS:
