@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.local_servers.emulator import OFFLINE_KEY, start_offline_fal
+from hailuo_pipeline.redact import redact
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     from hailuo_pipeline.emulator.state import EmulatorConfig, Latency
 
     latency = Latency(args.queue_seconds, args.inference_seconds, args.jitter_seconds)
-    server = EmulatorServer(Path(args.state_dir), port=args.port, config=EmulatorConfig(latency=latency))
+    state_dir = Path(args.state_dir) if args.state_dir else Settings.from_env().data_dir / "emulator"
+    server = EmulatorServer(state_dir, port=args.port, config=EmulatorConfig(latency=latency))
     print(f"fal emulator on {server.url}; point fal_client at it with:")
     for key, value in server.env().items():
         print(f"  export {key}={value}")
@@ -40,15 +42,10 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from hailuo_pipeline.defs.headless import instance, sync
-    from hailuo_pipeline.shots.manifest import ManifestError
 
     settings = Settings.from_env()
-    try:
-        with instance(settings) as dagster:
-            result = sync(dagster, settings, prune=args.prune)
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with instance(settings) as dagster:
+        result = sync(dagster, settings, prune=args.prune)
     for error in result.errors:
         print(f"skipped: {error}", file=sys.stderr)
     print(
@@ -96,41 +93,12 @@ def print_outcome(summary: MaterializeSummary) -> None:
 
 def report_text(fmt: str) -> str:
     from hailuo_pipeline.catalog.backends import open_catalog
-    from hailuo_pipeline.catalog.report import build_report
+    from hailuo_pipeline.catalog.report import render_report
     from hailuo_pipeline.catalog.rows import Budget
 
     settings = Settings.from_env()
     budget = Budget.from_usd(settings.daily_budget_usd, settings.total_budget_usd)
-    catalog = open_catalog(settings.catalog_location)
-    report = build_report(catalog, budget, lease_seconds=settings.lease_seconds)
-    if fmt == "json":
-        return json.dumps(report.as_dict(), indent=2, default=str)
-    if fmt == "csv":
-        return "metric,value\n" + "\n".join(f"{k},{'' if v is None else v}" for k, v in report.summary.items())
-    s = report.summary
-    lines = [
-        f"catalog: {catalog.location}",
-        f"spend today ${s['spend_today_usd']:.2f} | month to date ${s['spend_month_to_date_usd']:.2f} | "
-        f"all time ${s['spend_all_time_usd']:.2f} | reserved ${s['reserved_usd']:.2f}",
-        f"requests {s['requests']} | succeeded {s['succeeded']} | retries {s['retries']} | failures "
-        f"{s['failures']} | cancelled {s['cancellations']} | ambiguous {s['ambiguous']}",
-    ]
-    if s["lost_requests"]:
-        lines.append(f"lost ${s['lost_usd']:.2f}: {s['lost_requests']} paid request(s) whose video fal no longer had")
-    if s["orphans"]:
-        lines.append(
-            f"orphans {s['orphans']} holding ${s['orphan_usd']:.2f}, oldest {s['orphan_oldest_age_seconds']:.0f} s: "
-            "paid requests no run follows; `hailuo materialize` resumes them by id"
-        )
-        lines.append(report.orphans.to_string(index=False))
-    if s["latency_mean_seconds"] is not None:
-        lines.append(f"latency mean {s['latency_mean_seconds']:.1f} s | p95 {s['latency_p95_seconds']:.1f} s")
-    for name in ("daily", "total"):
-        if s[f"{name}_budget_usd"] is not None:
-            lines.append(f"{name} budget ${s[f'{name}_budget_usd']:.2f}, used {100 * s[f'{name}_budget_used']:.1f}%")
-    if not report.by_duration.empty:
-        lines.append(report.by_duration.to_string(index=False))
-    return "\n".join(lines)
+    return render_report(open_catalog(settings.catalog_location), budget, settings.lease_seconds, fmt)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -219,7 +187,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if not settings.catalog_url:
-        raise SystemExit("error: HAILUO_CATALOG_URL is not set; the embedded catalog.duckdb needs no snapshot")
+        raise HailuoError("HAILUO_CATALOG_URL is not set; the embedded catalog.duckdb needs no snapshot")
     with instance(settings) as dagster:
         print(describe(snapshot(dagster, settings, full=args.full)))
     return 0
@@ -230,7 +198,8 @@ def cmd_servers(args: argparse.Namespace) -> int:
     from hailuo_pipeline.local_servers.postgres import LocalPostgres
     from hailuo_pipeline.local_servers.s3 import LocalS3
 
-    postgres = LocalPostgres(root=Path(args.dir).resolve() / "postgres").start()
+    root = Path(args.dir) if args.dir else Settings.from_env().data_dir / "servers"
+    postgres = LocalPostgres(root=root.resolve() / "postgres").start()
     s3 = LocalS3().start()
     bucket = s3.create_bucket("hailuo")
     exports = {
@@ -255,13 +224,13 @@ def cmd_servers(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hailuo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     emulator = commands.add_parser("emulator", help="serve the fal-compatible emulator over HTTPS")
     emulator.add_argument("--port", type=int, default=8443)
-    emulator.add_argument("--state-dir", default=str(Settings.from_env().data_dir / "emulator"))
+    emulator.add_argument("--state-dir", help="default: $HAILUO_DATA_DIR/emulator")
     emulator.add_argument("--queue-seconds", type=float, default=1.0)
     emulator.add_argument("--inference-seconds", type=float, default=3.0)
     emulator.add_argument("--jitter-seconds", type=float, default=0.5)
@@ -319,22 +288,34 @@ def main(argv: list[str] | None = None) -> int:
     snap.set_defaults(func=cmd_snapshot)
 
     servers = commands.add_parser("servers", help="run a local PostgreSQL and S3 API to try the shared mode")
-    servers.add_argument("--dir", default=str(Settings.from_env().data_dir / "servers"))
+    servers.add_argument("--dir", help="default: $HAILUO_DATA_DIR/servers")
     servers.set_defaults(func=cmd_servers)
 
     demo = commands.add_parser("demo", help="offline end-to-end demo on the emulator (or --live on fal)")
     demo.add_argument("--live", action="store_true", help="with FAL_KEY set: really spend on fal")
     demo.set_defaults(func=cmd_demo)
 
-    args = parser.parse_args(argv)
-    from hailuo_pipeline.catalog.storage import CatalogUnavailableError
+    return parser
 
+
+READS_MANIFEST = {"materialize", "sync", "report", "review", "snapshot"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The one boundary of every command: the project's own errors (a setting, the manifest, the key, the
+    catalog, the video store) are said as `error: …` with exit code 2, never as a traceback."""
+    args = build_parser().parse_args(argv)
     # `kill` acts like Ctrl-C (cancel at fal), also where a shell started us with Ctrl-C ignored (`cmd &`)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        settings = Settings.from_env()  # every setting checked before any command starts
+        if args.command in READS_MANIFEST and settings.manifest_path.exists():
+            from hailuo_pipeline.shots.manifest import read_manifest
+
+            read_manifest(settings.manifest_path)  # an unreadable manifest is refused by every command alike
         return int(args.func(args) or 0)
-    except CatalogUnavailableError as exc:  # a wrong HAILUO_CATALOG_URL: the message, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
+    except HailuoError as exc:
+        print(f"error: {redact(exc)}", file=sys.stderr)
         return 2
 
 

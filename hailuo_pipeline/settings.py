@@ -3,12 +3,14 @@ each default written once, here."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.fetch_policy import queue_host_entry
 
 DEFAULT_CONCURRENCY = 16  # shots in flight at once in one step (HAILUO_CONCURRENCY; a run's config may say otherwise)
@@ -36,6 +38,7 @@ _ENVIRONMENT = {
     "concurrency": "HAILUO_CONCURRENCY",
 }
 _TEXT = {"sweep_cron", "allowed_private_hosts", "fal_queue_host", "catalog_url", "video_store", "catalog_snapshot"}
+_MAY_BE_ZERO = {"daily_budget_usd", "total_budget_usd"}  # a budget of $0 spends nothing; a timeout of 0 is a mistake
 _FORMER_NAMES = {"allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS"}  # read when the new one is unset
 
 
@@ -81,9 +84,14 @@ class Settings:
                 values[field.name] = int(raw)
             else:
                 try:
-                    values[field.name] = float(raw)
+                    number = float(raw)
                 except ValueError:
                     raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} is not a number") from None
+                positive = field.name not in _MAY_BE_ZERO
+                if not math.isfinite(number) or number < 0 or (positive and number == 0):
+                    floor = "more than 0" if positive else "0 or more"
+                    raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} must be a finite number, {floor}")
+                values[field.name] = number
         settings = cls(**values)  # type: ignore[arg-type]
         return replace(settings, data_dir=settings.data_dir.expanduser().resolve())
 
@@ -123,5 +131,5 @@ class Settings:
         return self.data_dir / "dagster_home"
 
 
-class SettingError(ValueError):
+class SettingError(HailuoError, ValueError):
     """An environment variable holds a value that cannot be used."""

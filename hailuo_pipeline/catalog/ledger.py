@@ -41,15 +41,16 @@ from hailuo_pipeline.catalog.rows import (
 )
 from hailuo_pipeline.catalog.storage import LedgerTransaction
 from hailuo_pipeline.catalog.transitions import LedgerTransitions, one_row
+from hailuo_pipeline.errors import HailuoError
 
 
-class BudgetExceededError(RuntimeError):
+class BudgetExceededError(HailuoError, RuntimeError):
     def __init__(self, message: str, limit: str) -> None:
         super().__init__(message)
         self.limit = limit  # "daily" or "total"
 
 
-class NoPriceError(RuntimeError):
+class NoPriceError(HailuoError, RuntimeError):
     pass
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -139,3 +140,36 @@ def orphan_table(rows: list[RequestRow], now: datetime) -> pd.DataFrame:
         ],
         columns=["shot_id", "request_id", "status", "age_seconds", "usd"],
     )
+
+
+def render_report(catalog: CatalogDatabase, budget: Budget, lease_seconds: float, fmt: str) -> str:
+    """`hailuo report`'s text: a table for people, csv or json for scripts."""
+    report = build_report(catalog, budget, lease_seconds=lease_seconds)
+    if fmt == "json":
+        return json.dumps(report.as_dict(), indent=2, default=str)
+    if fmt == "csv":
+        return "metric,value\n" + "\n".join(f"{k},{'' if v is None else v}" for k, v in report.summary.items())
+    s = report.summary
+    lines = [
+        f"catalog: {catalog.location}",
+        f"spend today ${s['spend_today_usd']:.2f} | month to date ${s['spend_month_to_date_usd']:.2f} | "
+        f"all time ${s['spend_all_time_usd']:.2f} | reserved ${s['reserved_usd']:.2f}",
+        f"requests {s['requests']} | succeeded {s['succeeded']} | retries {s['retries']} | failures "
+        f"{s['failures']} | cancelled {s['cancellations']} | ambiguous {s['ambiguous']}",
+    ]
+    if s["lost_requests"]:
+        lines.append(f"lost ${s['lost_usd']:.2f}: {s['lost_requests']} paid request(s) whose video fal no longer had")
+    if s["orphans"]:
+        lines.append(
+            f"orphans {s['orphans']} holding ${s['orphan_usd']:.2f}, oldest {s['orphan_oldest_age_seconds']:.0f} s: "
+            "paid requests no run follows; `hailuo materialize` resumes them by id"
+        )
+        lines.append(report.orphans.to_string(index=False))
+    if s["latency_mean_seconds"] is not None:
+        lines.append(f"latency mean {s['latency_mean_seconds']:.1f} s | p95 {s['latency_p95_seconds']:.1f} s")
+    for name in ("daily", "total"):
+        if s[f"{name}_budget_usd"] is not None:
+            lines.append(f"{name} budget ${s[f'{name}_budget_usd']:.2f}, used {100 * s[f'{name}_budget_used']:.1f}%")
+    if not report.by_duration.empty:
+        lines.append(report.by_duration.to_string(index=False))
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hailuo_pipeline.catalog.rows import RequestRow, Status, VideoRow
 from hailuo_pipeline.catalog.schema import Dialect
+from hailuo_pipeline.errors import HailuoError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,5 +113,5 @@ class CatalogDatabase(LedgerStore, Protocol):
         ...
 
 
-class CatalogUnavailableError(RuntimeError):
+class CatalogUnavailableError(HailuoError, RuntimeError):
     """The catalog's database cannot be reached or opened; the message says which one (redacted) and why."""

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 
 from hailuo_pipeline.catalog.schema import DUCKDB, LATEST_VERSION, apply_migrations
+from hailuo_pipeline.errors import HailuoError
 
 
 def migrate(conn: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> int:
@@ -49,11 +50,11 @@ def migrate(conn: duckdb.DuckDBPyConnection, target: int = LATEST_VERSION) -> in
     return version
 
 
-class CatalogBusyError(RuntimeError):
+class CatalogBusyError(HailuoError, RuntimeError):
     """The catalog stayed locked by other processes for longer than the patience allowed."""
 
 
-class NetworkCatalogError(RuntimeError):
+class NetworkCatalogError(HailuoError, RuntimeError):
     """The embedded catalog sits on a network filesystem, where DuckDB's lock does not keep machines apart."""
 
 

@@ -27,7 +27,8 @@ from hailuo_pipeline.defs.automation.run_requests import STEP, run_target
 from hailuo_pipeline.defs.compat import LOG_RECORD_METADATA_ATTR
 from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
-from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
+from hailuo_pipeline.errors import HailuoError
+from hailuo_pipeline.fal.config import checked_fal_key
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, stray_partitions
 from hailuo_pipeline.settings import SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
@@ -120,17 +121,14 @@ def materialize(
 ) -> MaterializeSummary:
     """Resume what earlier runs left behind, then validate and generate the pending (or the named) shots.
     `say` hears what will be done and left alone before the runs start."""
-    try:
-        checked_fal_key(os.environ.get("FAL_KEY", ""))
-    except FalKeyError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    checked_fal_key(os.environ.get("FAL_KEY", ""))  # FalKeyError, said by the command's boundary
     settings = Settings.from_env()
     with instance(settings) as dagster:  # entered: Dagster's definition loads read the instance from it
         manifest = sync(dagster, settings).manifest
         registered = dagster.get_dynamic_partitions(SHOTS)
         unknown = [s for s in shot_ids or [] if s not in registered]
         if unknown:
-            raise SystemExit(f"error: not registered shot(s): {', '.join(unknown)} (check shots.csv)")
+            raise HailuoError(f"not registered shot(s): {', '.join(unknown)} (check shots.csv)")
         ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
         ledger.record_dead_reservations()
         options = ClaimOptions(new_take, resubmit_ambiguous, retry_refused, repay_lost)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import fal_client
 
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.fal.hooks import route_storage_to_queue_host
 from hailuo_pipeline.fetch_policy import FetchPolicy
 from hailuo_pipeline.model_limits import ENDPOINT_ID
@@ -17,7 +18,7 @@ from hailuo_pipeline.redact import masked
 from hailuo_pipeline.shots.validation import ImageInput, ShotRequest
 
 
-class FalKeyError(ValueError):
+class FalKeyError(HailuoError, ValueError):
     """FAL_KEY is missing or cannot be sent as it is (a copy-paste brought whitespace or control characters)."""
 
 

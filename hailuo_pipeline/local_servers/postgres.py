@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.local_servers import apt_install, free_port
 
 DEBIAN_PACKAGE = "postgresql-15"
 
 
-class PostgresUnavailableError(RuntimeError):
+class PostgresUnavailableError(HailuoError, RuntimeError):
     pass
 
 

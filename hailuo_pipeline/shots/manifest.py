@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS
 
 REQUIRED_COLUMNS = ("shot_id", "image", "prompt")
@@ -20,7 +21,7 @@ TRUE_WORDS = {"true", "1", "yes", "y", "t"}
 FALSE_WORDS = {"false", "0", "no", "n", "f"}
 
 
-class ManifestError(ValueError):
+class ManifestError(HailuoError, ValueError):
     """The manifest as a whole cannot be read (missing file, missing columns)."""
 
 

@@ -19,12 +19,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.fal.replies import BadReply, checked_request_id
 from hailuo_pipeline.processes import pid_alive
 from hailuo_pipeline.redact import redact
 
 
-class VideoStoreError(RuntimeError):
+class VideoStoreError(HailuoError, RuntimeError):
     """The store would not take or give back a video (retried from fal's stored URL, never resubmitted)."""
 
 
