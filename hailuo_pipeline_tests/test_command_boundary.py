@@ -46,12 +46,14 @@ def test_every_command_refuses_a_manifest_it_cannot_read(workspace, capsys, comm
     assert not SAID_AS_CODE.search(text), text
 
 
-@pytest.mark.parametrize("command", [*COMMANDS, ["demo"], ["ui"]], ids=lambda c: c[0])
-@pytest.mark.parametrize("setting", list(SETTINGS))
+# demo and ui reach the catalog only later, inside Dagster: they are given the settings that do not parse
+SETTING_CASES = [(c, s) for c in [*COMMANDS, ["demo"], ["ui"]] for s in SETTINGS]
+SETTING_CASES = [(c, s) for c, s in SETTING_CASES if c[0] not in ("demo", "ui") or "CATALOG" not in str(SETTINGS[s])]
+
+
+@pytest.mark.parametrize(("command", "setting"), SETTING_CASES, ids=[f"{c[0]}-{s}" for c, s in SETTING_CASES])
 def test_every_command_refuses_a_bad_setting(workspace, capsys, monkeypatch, command, setting):
     values, words = SETTINGS[setting]
-    if command[0] in ("demo", "ui") and "HAILUO_CATALOG_URL" in values:
-        pytest.skip("demo and ui reach the catalog only later, inside Dagster")
     write_shots(workspace, [{"shot_id": "s1", "prompt": "a good shot"}])
     for name, value in values.items():
         monkeypatch.setenv(name, value)

@@ -20,7 +20,9 @@ from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.report import build_report
 from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, VideoRow
 from hailuo_pipeline.catalog.snapshot import write_snapshot
+from hailuo_pipeline.fetch_policy import FetchPolicy
 from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline.settings import Settings
 from hailuo_pipeline_tests.helpers import hailuo, new_dagster_home, wait_for
 from hailuo_pipeline_tests.shots import write_shots
 
@@ -366,7 +368,9 @@ def test_a_failed_upload_is_retried_from_fals_url_never_resubmitted(shared, s3_s
 
     def attempt(store_url: str):
         async def run():
-            settings = FalSettings(key="test-key", poll_interval_seconds=0.3)
+            settings = FalSettings(  # the emulator's host is fal's here: allowed as FAL_QUEUE_RUN_HOST
+                key="test-key", poll_interval_seconds=0.3, fetch=FetchPolicy.allowing(Settings.from_env().fetch_hosts)
+            )
             generator = ShotGenerator(
                 settings, ledger, open_video_store(store_url), Log(), run_id="r", options=GenerationOptions()
             )
