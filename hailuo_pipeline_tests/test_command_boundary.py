@@ -73,3 +73,17 @@ def test_the_command_itself_says_a_bad_manifest_and_a_bad_key_without_a_tracebac
     child = hailuo(["materialize"], {**subprocess_env, "FAL_KEY": "abc\ndef"}, workspace.parent, stderr=subprocess.PIPE)
     out, err = child.communicate(timeout=120)
     assert child.returncode == 2 and "FAL_KEY" in err and not SAID_AS_CODE.search(out + err), (out, err)
+
+
+def test_an_unreadable_image_is_refused_in_words_in_the_failure_and_its_metadata(workspace, emulator):
+    from hailuo_pipeline.defs.headless import materialize
+    from hailuo_pipeline_tests.helpers import reason
+
+    write_shots(workspace, [{"shot_id": "good", "prompt": "a good shot"}])
+    (workspace / "images" / "garbage.jpg").write_bytes(b"\xff\xd8 not really a jpeg" * 10)
+    rows = (workspace / "shots.csv").read_text() + "garbage,images/garbage.jpg,a shot whose image is garbage\n"
+    (workspace / "shots.csv").write_text(rows)
+    summary = materialize()
+    assert summary.succeeded == ["good"] and "cannot be decoded" in reason(summary, "garbage")
+    assert not SAID_AS_CODE.search(reason(summary, "garbage")), reason(summary, "garbage")
+    assert emulator.stats()["submissions"] == 1

@@ -4,6 +4,7 @@ checked against the emulator's submission counts and the catalog."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from decimal import Decimal
 
@@ -165,6 +166,10 @@ def test_submit_whose_answer_is_cut_off_is_not_replayed(workspace, emulator):
     emulator.configure({"faults": {"cut_submit_answers": 1}})
     summary = materialize()
     assert "resubmit_ambiguous" in reason(summary, "s1")
+    # said in words: once "(SubmitReplayRefused('... (ReadError(BrokenResourceError()))')"
+    said = reason(summary, "s1")
+    assert "did not come back (the server broke off its answer)" in said, said
+    assert not re.search(r"\w+(Error|Refused)\(", said), said
     assert emulator.stats()["submissions"] == 1  # fal_client's own replay would have made a second paid job
     assert requests(workspace, "status, possible_double_charge, reserved_usd") == [("ambiguous", True, Decimal("0.19"))]
 

@@ -83,8 +83,13 @@ async def submit_once(
         raise SubmitUnanswered(f"fal's answer to the submit could not be read ({describe_error(exc)})") from exc
     except Exception as exc:
         if attempts.sent > attempts.answered:
-            raise SubmitUnanswered(f"the submit got no answer ({_cause(exc)})") from exc
-        raise SubmitNotSent(f"the submit could not be sent ({_cause(exc)})") from exc
+            said = (
+                str(exc)
+                if isinstance(exc, SubmitReplayRefused)
+                else f"the submit got no answer ({describe_error(exc)})"
+            )
+            raise SubmitUnanswered(said) from exc
+        raise SubmitNotSent(f"the submit could not be sent ({describe_error(exc)})") from exc
     finally:
         _current_submit.reset(token)
     try:
@@ -92,8 +97,3 @@ async def submit_once(
     except BadReply as exc:
         raise SubmitUnanswered(str(exc)) from exc
     return handle
-
-
-def _cause(error: BaseException) -> str:
-    """A refused replay's own words already say what happened; anything else is described."""
-    return str(error) if isinstance(error, SubmitReplayRefused) else describe_error(error)
