@@ -24,8 +24,10 @@ _DATA_URI = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[\w.+-]+=[\w.+-]+)*(;base64)
 def secrets_in_environment() -> list[str]:
     """The fal key as it is set, and as it would be sent (stripped), and its parts: a key formatted as
     'id:secret' leaks its secret half in a message that splits it."""
-    raw = os.environ.get("FAL_KEY", "")
-    found = {raw, raw.strip(), *raw.strip().split(":")}
+    found: set[str] = set()
+    for name in ("FAL_KEY", "FAL_ADMIN_KEY"):
+        raw = os.environ.get(name, "")
+        found |= {raw, raw.strip(), *raw.strip().split(":")}
     return sorted((s for s in found if len(s) >= 6), key=len, reverse=True)
 
 

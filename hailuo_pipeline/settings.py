@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS
 from hailuo_pipeline.errors import HailuoError
+from hailuo_pipeline.fal.platform import DEFAULT_PLATFORM_URL, PlatformClient
 from hailuo_pipeline.fetch_policy import queue_host_entry
 
 DEFAULT_CONCURRENCY = 16  # shots in flight at once in one step (HAILUO_CONCURRENCY; a run's config may say otherwise)
@@ -29,6 +30,9 @@ _ENVIRONMENT = {
     "retry_delay_seconds": "HAILUO_RETRY_DELAY_SECONDS",
     "lease_seconds": "HAILUO_LEASE_SECONDS",
     "download_deadline_seconds": "HAILUO_DOWNLOAD_DEADLINE_SECONDS",
+    "history_margin_seconds": "HAILUO_FAL_HISTORY_MARGIN_SECONDS",
+    "fal_platform_url": "HAILUO_FAL_PLATFORM_URL",
+    "fal_admin_key": "FAL_ADMIN_KEY",
     "allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_HOSTS",
     "fal_queue_host": "FAL_QUEUE_RUN_HOST",  # fal_client's own variable: the host the key is sent to
     "catalog_url": "HAILUO_CATALOG_URL",
@@ -37,7 +41,16 @@ _ENVIRONMENT = {
     "max_in_flight": "HAILUO_MAX_IN_FLIGHT",
     "concurrency": "HAILUO_CONCURRENCY",
 }
-_TEXT = {"sweep_cron", "allowed_private_hosts", "fal_queue_host", "catalog_url", "video_store", "catalog_snapshot"}
+_TEXT = {
+    "sweep_cron",
+    "allowed_private_hosts",
+    "fal_queue_host",
+    "catalog_url",
+    "video_store",
+    "catalog_snapshot",
+    "fal_platform_url",
+    "fal_admin_key",
+}
 _MAY_BE_ZERO = {"daily_budget_usd", "total_budget_usd"}  # a budget of $0 spends nothing; a timeout of 0 is a mistake
 _FORMER_NAMES = {"allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS"}  # read when the new one is unset
 
@@ -53,6 +66,11 @@ class Settings:
     retry_delay_seconds: float = 10.0
     lease_seconds: float = LEASE_SECONDS
     download_deadline_seconds: float = 120.0  # every attempt at downloading one paid video, together
+    # how long fal's request history may take to show a request: an ambiguous submit missing from it for this
+    # long after it was sent never reached fal
+    history_margin_seconds: float = 300.0
+    fal_platform_url: str = DEFAULT_PLATFORM_URL  # fal's Platform APIs (configuration, trusted like the queue host)
+    fal_admin_key: str = field(default="", repr=False)  # fal's usage API needs an admin key; never logged
     # comma-separated hosts (or host:port) that fetched URLs, images and fal's videos alike, may use although
     # they are loopback or private ("*": any); the fal host below is allowed too
     allowed_private_hosts: str = ""
@@ -68,32 +86,36 @@ class Settings:
         """Unset or empty variables keep the default; a value that does not parse names its variable."""
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = environ.get(_ENVIRONMENT[field.name], "").strip()
-            if not raw and field.name in _FORMER_NAMES:
-                raw = environ.get(_FORMER_NAMES[field.name], "").strip()
+        for setting in fields(cls):
+            raw = environ.get(_ENVIRONMENT[setting.name], "").strip()
+            if not raw and setting.name in _FORMER_NAMES:
+                raw = environ.get(_FORMER_NAMES[setting.name], "").strip()
             if not raw:
                 continue
-            if field.name == "data_dir":
-                values[field.name] = Path(raw)
-            elif field.name in _TEXT:
-                values[field.name] = raw
-            elif field.name in ("max_in_flight", "concurrency"):
+            if setting.name == "data_dir":
+                values[setting.name] = Path(raw)
+            elif setting.name in _TEXT:
+                values[setting.name] = raw
+            elif setting.name in ("max_in_flight", "concurrency"):
                 if not raw.isdigit() or int(raw) < 1:
-                    raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} is not a whole number of at least 1")
-                values[field.name] = int(raw)
+                    raise SettingError(f"{_ENVIRONMENT[setting.name]}={raw!r} is not a whole number of at least 1")
+                values[setting.name] = int(raw)
             else:
                 try:
                     number = float(raw)
                 except ValueError:
-                    raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} is not a number") from None
-                positive = field.name not in _MAY_BE_ZERO
+                    raise SettingError(f"{_ENVIRONMENT[setting.name]}={raw!r} is not a number") from None
+                positive = setting.name not in _MAY_BE_ZERO
                 if not math.isfinite(number) or number < 0 or (positive and number == 0):
                     floor = "more than 0" if positive else "0 or more"
-                    raise SettingError(f"{_ENVIRONMENT[field.name]}={raw!r} must be a finite number, {floor}")
-                values[field.name] = number
+                    raise SettingError(f"{_ENVIRONMENT[setting.name]}={raw!r} must be a finite number, {floor}")
+                values[setting.name] = number
         settings = cls(**values)  # type: ignore[arg-type]
         return replace(settings, data_dir=settings.data_dir.expanduser().resolve())
+
+    def platform_client(self, key: str) -> PlatformClient:
+        """fal's Platform APIs with this key (and the admin key for usage, when set)."""
+        return PlatformClient(self.fal_platform_url, key, self.fal_admin_key)
 
     @property
     def fetch_hosts(self) -> str:

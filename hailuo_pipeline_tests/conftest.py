@@ -21,6 +21,8 @@ _EMULATOR_PORT = free_port()
 os.environ.update(
     {
         "FAL_QUEUE_RUN_HOST": f"127.0.0.1:{_EMULATOR_PORT}",
+        "HAILUO_FAL_PLATFORM_URL": f"https://127.0.0.1:{_EMULATOR_PORT}/v1",
+        "FAL_ADMIN_KEY": "emulator-admin-key",  # emulator.faults.PLATFORM_ADMIN_KEY (imported below, after this)
         "SSL_CERT_FILE": str(_EMULATOR_DIR / "emulator-ca.pem"),
         "FAL_KEY": "test-key",
         "HAILUO_RETRY_DELAY_SECONDS": "0.2",

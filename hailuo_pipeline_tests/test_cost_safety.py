@@ -121,7 +121,8 @@ def test_daily_budget_refuses_before_submitting(workspace, emulator, monkeypatch
 def test_unanswered_submit_is_ambiguous_and_resubmitted_only_on_request(workspace, emulator, monkeypatch):
     monkeypatch.setenv("HAILUO_FAL_SUBMIT_TIMEOUT_SECONDS", "1.5")
     write_shots(workspace, ONE)
-    emulator.configure({"faults": {"hang_submits": 1, "hang_seconds": 30}})
+    # fal's request history does not show the job yet: the submit stays ambiguous until it is settled
+    emulator.configure({"faults": {"hang_submits": 1, "hang_seconds": 30, "history_lag_seconds": 3600}})
     first = materialize()
     assert "resubmit_ambiguous" in reason(first, "s1")
     assert emulator.stats()["submissions"] == 1  # fal did create (and would bill) a job
@@ -143,7 +144,9 @@ def test_a_submitter_killed_before_fals_answer_is_recorded_ambiguous_by_the_next
     process. What runs next (the next command, or the orphan sensor's minute tick) records it ambiguous, as
     the plan calls it, so that `hailuo report` agrees; nothing is submitted again."""
     write_shots(workspace, ONE)
-    emulator.configure({"faults": {"hang_submits": 1, "hang_seconds": 60}})
+    emulator.configure(
+        {"faults": {"hang_submits": 1, "hang_seconds": 60, "history_lag_seconds": 3600}}
+    )  # not yet listed
     first = hailuo(["materialize"], subprocess_env, workspace.parent)
     wait_for(lambda: emulator.stats()["submissions"] == 1, what="fal creating the job")
     first.kill()

@@ -102,7 +102,10 @@ def test_an_orphan_whose_result_expired_is_money_lost_in_the_report_and_fails_th
     workspace, emulator, subprocess_env
 ):
     kill_mid_queue(workspace, emulator, subprocess_env, 1)
-    emulator.configure({"result_ttl_seconds": 0, "large_result_ttl_seconds": 0})
+    # expired, and fal's request history does not hold it either: lost for good
+    emulator.configure(
+        {"result_ttl_seconds": 0, "large_result_ttl_seconds": 0, "faults": {"history_lag_seconds": 3600}}
+    )
     wait_for(lambda: all(j.phase(time.monotonic()) == "COMPLETED" for j in emulator.jobs.values()), what="fal")
 
     summary = materialize()
@@ -196,7 +199,7 @@ def test_resubmit_ambiguous_alone_acts_on_every_ambiguous_shot_after_saying_what
 ):
     write_shots(workspace, [{"shot_id": "s1", "prompt": "p1"}, {"shot_id": "s2", "prompt": "p2"}])
     env = {**subprocess_env, "HAILUO_FAL_SUBMIT_TIMEOUT_SECONDS": "1.5"}
-    emulator.configure({"faults": {"hang_submits": 2, "hang_seconds": 30}})
+    emulator.configure({"faults": {"hang_submits": 2, "hang_seconds": 30, "history_lag_seconds": 3600}})
     first = hailuo(["materialize"], env, workspace.parent)
     out = first.communicate(timeout=120)[0]
     assert first.returncode == 1 and out.count("    Fix: look for the job on the fal dashboard") == 2

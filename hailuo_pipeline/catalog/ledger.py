@@ -39,8 +39,9 @@ from hailuo_pipeline.catalog.rows import (
     Status,
     VideoRow,
 )
+from hailuo_pipeline.catalog.settlements import LedgerSettlements
 from hailuo_pipeline.catalog.storage import LedgerTransaction
-from hailuo_pipeline.catalog.transitions import LedgerTransitions, one_row
+from hailuo_pipeline.catalog.transitions import one_row
 from hailuo_pipeline.errors import HailuoError
 
 
@@ -61,8 +62,9 @@ class Claim:
     video: VideoRow | None = None
 
 
-class RequestLedger(LedgerTransitions):
-    """Decisions, leases and reads; the status transitions come from `LedgerTransitions`."""
+class RequestLedger(LedgerSettlements):
+    """Decisions, leases and reads; the status transitions come from `LedgerTransitions`, the settlements with
+    fal's records from `LedgerSettlements`."""
 
     # -- decisions -------------------------------------------------------------------------
     def claim(
@@ -189,6 +191,7 @@ class RequestLedger(LedgerTransitions):
                 "run_id": request.run_id,
                 "partition_key": request.partition_key,
                 "owner": request.owner,
+                "arguments_sha256": request.arguments_sha256,
                 "heartbeat_at": now,
                 "created_at": now,
                 "price_id": price_id,

@@ -72,6 +72,8 @@ class RequestRow:
     error_message: str | None
     arguments_json: str | None
     attempts: int
+    arguments_sha256: str | None = None  # the digest of exactly what the submit sent (fal's json_input matches it)
+    history_checked: bool = False  # fal's request history was asked for this lost request's result
 
     @property
     def held_usd(self) -> Decimal:
@@ -86,7 +88,8 @@ class RequestRow:
 ROW_COLUMNS = (
     "request_key, request_id, shot_id, take, fingerprint, status, duration_seconds, price_usd, cost_usd, reserved_usd, "
     "video_url, owner, heartbeat_at, run_id, created_at, submitted_at, started_at, completed_at, "
-    "possible_double_charge, coalesce(permanent_failure, false), error_type, error_message, arguments_json, attempts"
+    "possible_double_charge, coalesce(permanent_failure, false), error_type, error_message, arguments_json, attempts, "
+    "arguments_sha256, coalesce(history_checked, false)"
 )
 
 
@@ -123,3 +126,4 @@ class NewRequest:
     run_id: str | None
     partition_key: str | None
     owner: str
+    arguments_sha256: str | None = None  # of the payload as it will be sent, when known before the claim

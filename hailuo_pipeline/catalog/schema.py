@@ -229,6 +229,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "transaction)",
         "CREATE UNIQUE INDEX requests_request_id ON requests (request_id) {present_request_ids};",
     ),
+    (
+        7,
+        "auditing against fal: the digest of the arguments each submit sent (matched with fal's request history), "
+        "and whether fal's history was asked for a lost result",
+        """
+        ALTER TABLE requests ADD COLUMN arguments_sha256 VARCHAR;
+        ALTER TABLE requests ADD COLUMN history_checked BOOLEAN DEFAULT false;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -70,6 +70,10 @@ class LedgerTransitions:
                 self._transition(t, one_row(t, request_key), Status.AMBIGUOUS, message, possible_double_charge=True)
         return refused
 
+    def record_arguments_digest(self, request_key: str, digest: str) -> None:
+        with self.store.transaction() as t:
+            t.update_request(request_key, {"arguments_sha256": digest})
+
     def mark_progress(self, request_key: str, status: Status, detail: str | None = None) -> None:
         """Record in_queue / in_progress, only moving forward."""
         with self.store.transaction() as t:

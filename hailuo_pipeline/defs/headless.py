@@ -30,6 +30,7 @@ from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.fal.config import checked_fal_key
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, stray_partitions
+from hailuo_pipeline.generation.settle import settle_on_default_path
 from hailuo_pipeline.settings import SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
 
@@ -131,11 +132,14 @@ def materialize(
             raise HailuoError(f"not registered shot(s): {', '.join(unknown)} (check shots.csv)")
         ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
         ledger.record_dead_reservations()
+        settled = [s.said for s in settle_on_default_path(ledger)]  # before planning: a released shot is paid once
         options = ClaimOptions(new_take, resubmit_ambiguous, retry_refused, repay_lost)
         plan = plan_shots(registered, manifest, ledger, options)
         summary = MaterializeSummary(requested=list(shot_ids or plan.targets()))
         if not shot_ids:
-            summary.notes = plan.notes()
+            summary.notes = [*settled, *plan.notes()]
+        else:
+            summary.notes = settled
         for note in summary.notes:
             say(note)
         job = build_definitions(settings).resolve_job_def("generate_shots").with_logger_defs({"console": console()})

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from hailuo_pipeline.emulator.platform import platform_routes
 from hailuo_pipeline.emulator.state import EmulatorState, Job, ValidationFailed, validate_arguments
 
 INGRESS_PAGE = (
@@ -126,7 +127,11 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
             return JSONResponse({"detail": failed.details}, status_code=422)
         endpoint = request.path_params["endpoint"]
         owner, alias = endpoint.split("/")[:2]
+        if state.take_counter_fault("lose_submits"):  # a proxy that dropped it: no job, and no answer
+            return _CutOffAnswer(b'{"detail": "lost on the way"}')
         job = state.submit(endpoint, raw, body, image, duration)
+        if state.take_counter_fault("twin_submits"):  # accepted twice on the way (a replaying proxy)
+            state.submit(endpoint, raw, body, image, duration)
         if state.take_counter_fault("hang_submits"):
             await asyncio.sleep(state.config.faults.hang_seconds)
         answered_id = state.answer_id(job, state.take_list_fault("request_ids"))  # maybe a lie
@@ -318,6 +323,7 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
             Route("/files/upload", upload, methods=["POST"]),
             Route("/uploads/{upload_id}", uploaded),
             Route("/files/{name}", download),
+            *platform_routes(state, _base_url),
             Route("/{owner}/{alias}/requests/{request_id}/status", status),
             Route("/{owner}/{alias}/requests/{request_id}/cancel", cancel, methods=["PUT"]),
             Route("/{owner}/{alias}/requests/{request_id}", result),

@@ -8,6 +8,8 @@ from typing import Any
 
 from hailuo_pipeline import model_limits as limits
 
+PLATFORM_ADMIN_KEY = "emulator-admin-key"  # what `hailuo emulator` and the tests give as FAL_ADMIN_KEY
+
 
 @dataclass
 class Latency:
@@ -48,6 +50,8 @@ class Faults:
     result_delay_seconds: float = 0.0  # a slow result endpoint: each result answer waits this long
     hang_submits: int = 0  # next submits create the job but never answer
     cut_submit_answers: int = 0  # next submits create the job, then the connection drops mid-answer
+    lose_submits: int = 0  # next submits never reach fal: no job, and the connection drops
+    twin_submits: int = 0  # next submits create two jobs with the same arguments (fal accepted a replay)
     hang_seconds: float = 3600.0
     # a misbehaving fal: answers that lie or are not what they claim to be
     request_ids: list[str] = field(default_factory=list)  # next submits answer with these ids (jobs are real)
@@ -57,6 +61,12 @@ class Faults:
     download_content_type: str = "video/mp4"
     endless_downloads: int = 0  # next downloads never end
     by_prompt: dict[str, dict[str, Any]] = field(default_factory=dict)  # prompt -> JobFaults fields
+    # fal's Platform APIs: a request history that lags, leaves items out, repeats them or answers broken pages
+    history_lag_seconds: float = 0.0  # a job appears in the request history this long after it was sent
+    history_hidden_prompts: list[str] = field(default_factory=list)  # jobs of these prompts never appear
+    history_duplicate: bool = False  # every item is listed twice
+    platform_malformed: int = 0  # the next N Platform answers are pages that do not parse
+    platform_http: list[int] = field(default_factory=list)  # the next Platform answers are these codes
 
 
 @dataclass
@@ -66,3 +76,8 @@ class EmulatorConfig:
     result_ttl_seconds: float = limits.RESULT_TTL_SECONDS
     large_result_ttl_seconds: float = limits.RESULT_TTL_LARGE_SECONDS
     require_key: bool = True
+    # the account's price on fal's pricing API: per 6-s video ("video") or per second of video ("second")
+    account_price: dict[str, Any] = field(
+        default_factory=lambda: {"unit_price": 0.19, "unit": "video", "currency": "USD"}
+    )
+    admin_key: str = PLATFORM_ADMIN_KEY  # the key fal's usage API answers to

@@ -73,7 +73,13 @@ class EmulatorServer:
         return f"https://{self.host}"
 
     def env(self) -> dict[str, str]:
-        return {"FAL_QUEUE_RUN_HOST": self.host, "SSL_CERT_FILE": str(self.tls.ca)}
+        """What points fal_client (and the Platform client) here; FAL_ADMIN_KEY is the key its usage answers to."""
+        return {
+            "FAL_QUEUE_RUN_HOST": self.host,
+            "SSL_CERT_FILE": str(self.tls.ca),
+            "HAILUO_FAL_PLATFORM_URL": f"{self.url}/v1",
+            "FAL_ADMIN_KEY": self.state.config.admin_key,
+        }
 
     def start(self) -> EmulatorServer:
         self._thread = threading.Thread(

@@ -48,6 +48,8 @@ class Job:
     completed_at: float | None = None
     downloaded_at: float | None = None  # when its video was last sent in full
     result_answered_at: float | None = None  # when its result was first answered
+    sent_wall: float = field(default_factory=time.time)  # when it was sent, by the wall clock (the history's)
+    body: Any = None  # the arguments as sent (the history's json_input)
     faults: JobFaults = field(default_factory=JobFaults)
 
     @property
@@ -188,7 +190,7 @@ class EmulatorState:
                 self.config.latency = Latency(**{**asdict(self.config.latency), **patch["latency"]})
             if "faults" in patch:
                 self.config.faults = Faults(**{**asdict(self.config.faults), **patch["faults"]})
-            for key in ("result_ttl_seconds", "large_result_ttl_seconds", "require_key"):
+            for key in ("result_ttl_seconds", "large_result_ttl_seconds", "require_key", "account_price", "admin_key"):
                 if key in patch:
                     setattr(self.config, key, patch[key])
 
@@ -272,6 +274,7 @@ class EmulatorState:
                 render=self._render(image, duration),
                 error=error,
                 faults=JobFaults(**lies) if lies else JobFaults(),
+                body=body,
             )
             self.jobs[job.request_id] = job
             self.counters["submit_accepted"] += 1

@@ -72,13 +72,21 @@ class FalSettings:
         route_storage_to_queue_host()
         return fal_client.AsyncClient(key=checked_fal_key(self.key), default_timeout=self.submit_timeout_seconds)
 
-    async def image_argument(self, client: fal_client.AsyncClient, request: ShotRequest) -> str:
-        """http(s) images pass through unchanged; local ones are inlined or uploaded."""
+    def inline_image_argument(self, request: ShotRequest) -> str | None:
+        """The image argument when it needs no upload: an http(s) URL unchanged, a small local image inlined."""
         if request.shot.image_is_url:
             return request.shot.image
         image: ImageInput = request.image
         if len(image.data) <= self.inline_image_max_bytes:
             return fal_client.encode(image.data, image.content_type)
+        return None
+
+    async def image_argument(self, client: fal_client.AsyncClient, request: ShotRequest) -> str:
+        """http(s) images pass through unchanged; local ones are inlined or uploaded."""
+        inline = self.inline_image_argument(request)
+        if inline is not None:
+            return inline
+        image: ImageInput = request.image
         return await client.upload(
             image.data, image.content_type, file_name=f"{request.shot_id}.{image.format.lower()}"
         )

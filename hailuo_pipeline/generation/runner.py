@@ -37,7 +37,7 @@ from hailuo_pipeline.generation.leases import Leases
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.slots import FalSlot, RoomAtFal
-from hailuo_pipeline.generation.submit import SubmittedIds, fingerprint, ledger_arguments, submit
+from hailuo_pipeline.generation.submit import SubmittedIds, fingerprint, ledger_arguments, sent_arguments, submit
 from hailuo_pipeline.redact import describe_error, redact
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_shot
@@ -214,6 +214,7 @@ class ShotGenerator:
 
     async def _generate(self, request: ShotRequest, outcome: ShotOutcome, slot: FalSlot | None) -> None:
         arguments = ledger_arguments(request)
+        image_url, digest = await asyncio.to_thread(sent_arguments, self.fal, request)
         new = NewRequest(
             shot_id=request.shot_id,
             fingerprint=fingerprint(request.shot_id, self.fal.endpoint_id, arguments),
@@ -223,6 +224,7 @@ class ShotGenerator:
             run_id=self.run_id,
             partition_key=request.shot_id,
             owner=self.owner,
+            arguments_sha256=digest,
         )
         if slot is not None:
             await slot.take()
@@ -244,7 +246,9 @@ class ShotGenerator:
         with self.leases.hold(row):
             submitted_at = None
             if claim.kind is ClaimKind.SUBMIT:
-                request_id, submitted_at = await submit(self.fal, self.client, self.submitted_ids, request, row)
+                request_id, submitted_at = await submit(
+                    self.fal, self.client, self.submitted_ids, request, row, image_url
+                )
                 self.log.info(f"{request.shot_id}: submitted fal request {request_id}")
                 row = replace(row, request_id=request_id, status=Status.SUBMITTED)
             else:

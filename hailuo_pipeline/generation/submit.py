@@ -95,22 +95,50 @@ def ledger_arguments(request: ShotRequest) -> dict[str, Any]:
     }
 
 
-async def submit(
-    fal: FalSettings, client: fal_client.AsyncClient, ids: SubmittedIds, request: ShotRequest, row: RequestRow
-) -> tuple[str, float]:
-    """Submit once; returns fal's request id and when the submit was sent (the job's earliest start)."""
-    try:
-        image_url = await fal.image_argument(client, request)
-    except Exception as exc:  # uploading to fal's storage is not a submit: nothing can be paid yet
-        await _not_sent(
-            ids.ledger, row, request, f"uploading the image to fal's storage failed ({describe_error(exc)})"
-        )
-    payload = {
+def payload_for(request: ShotRequest, image_url: str) -> dict[str, Any]:
+    """Exactly the arguments a submit sends."""
+    return {
         "prompt": request.prompt,
         "image_url": image_url,
         "prompt_optimizer": request.prompt_optimizer,
         "duration": str(request.duration),
     }
+
+
+def arguments_digest(arguments: Any) -> str:
+    """The digest of a submit's arguments, as sent, or as fal's request history echoes them (`json_input`):
+    the same canonical JSON, so the two match. Only the digest is stored, never an image or a credential."""
+    text = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sent_arguments(fal: FalSettings, request: ShotRequest) -> tuple[str | None, str | None]:
+    """The image argument and the digest of the arguments the submit will send, when no upload is needed:
+    stored with the reservation, so a submit whose answer is lost can be found in fal's request history."""
+    image_url = fal.inline_image_argument(request)
+    return image_url, None if image_url is None else arguments_digest(payload_for(request, image_url))
+
+
+async def submit(
+    fal: FalSettings,
+    client: fal_client.AsyncClient,
+    ids: SubmittedIds,
+    request: ShotRequest,
+    row: RequestRow,
+    image_url: str | None = None,
+) -> tuple[str, float]:
+    """Submit once; returns fal's request id and when the submit was sent (the job's earliest start).
+    `image_url`: the image argument when it is known already (no upload)."""
+    if image_url is None:
+        try:
+            image_url = await fal.image_argument(client, request)
+        except Exception as exc:  # uploading to fal's storage is not a submit: nothing can be paid yet
+            await _not_sent(
+                ids.ledger, row, request, f"uploading the image to fal's storage failed ({describe_error(exc)})"
+            )
+    payload = payload_for(request, image_url)
+    if row.arguments_sha256 is None:  # known only now (an upload): stored before the submit can reach fal
+        await asyncio.to_thread(ids.ledger.record_arguments_digest, row.request_key, arguments_digest(payload))
     sent_at = time.monotonic()
     try:
         handle = await submit_once(client, fal.endpoint_id, payload, start_timeout=fal.submit_timeout_seconds)

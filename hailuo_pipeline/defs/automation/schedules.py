@@ -16,6 +16,7 @@ from hailuo_pipeline.defs.jobs import shots_job
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import ShotPlan, plan_shot_runs, plan_shots
+from hailuo_pipeline.generation.settle import settle_on_default_path
 from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS, ENDPOINT_ID
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 
@@ -67,6 +68,8 @@ def sweep(
     }
     limits = budget.budget()
     ledger = catalog.ledger()
+    for settled in settle_on_default_path(ledger):  # before planning: a released shot is swept once, an adopted resumed
+        context.log.info(settled.said)
     remaining = None
     if limits.daily_usd is not None:
         remaining = limits.daily_usd - ledger.committed_today_usd()

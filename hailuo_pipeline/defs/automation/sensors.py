@@ -19,6 +19,7 @@ from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_jo
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, shot_runs, stray_partitions
+from hailuo_pipeline.generation.settle import settle_on_default_path
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
 
@@ -120,8 +121,10 @@ RESUME_ONLY = {"resume_only": True}
 def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
     registered = context.instance.get_dynamic_partitions(SHOTS)
     ledger = catalog.ledger()
-    for row in ledger.record_dead_reservations():  # spends nothing: a person decides (hailuo report)
+    for row in ledger.record_dead_reservations():  # spends nothing: settled from fal's history below
         context.log.warning(f"{row.shot_id}: a submit never got fal's answer; recorded ambiguous ({row.request_key})")
+    for settled in settle_on_default_path(ledger):  # adopted ids are resumed below; released shots wait for a run
+        context.log.info(settled.said)
     # the judge's answer for a plain run: RESUME is a request fal has that no live process follows
     decisions = ledger.judge_shots(dict.fromkeys(registered, any_inputs), ClaimOptions())
     orphans = [d.row for d in decisions.values() if d.kind is ClaimKind.RESUME and d.row is not None]

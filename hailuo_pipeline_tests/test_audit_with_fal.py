@@ -1,0 +1,137 @@
+"""Auditing against fal's own records, through Dagster and the real fal_client against the emulator's Platform
+APIs: ambiguous submits settled from fal's request history on the plain `hailuo materialize` (adopted, released,
+or left to a person when fal's history cannot tell), and a lost result that fal's history still holds delivered."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from hailuo_pipeline.defs.headless import materialize
+from hailuo_pipeline.fal.platform import AdminKeyMissing, PlatformClient, PlatformError
+from hailuo_pipeline.model_limits import ENDPOINT_ID
+from hailuo_pipeline.settings import Settings
+from hailuo_pipeline_tests.helpers import query
+from hailuo_pipeline_tests.shots import write_shots
+
+ONE = [{"shot_id": "s1", "prompt": "a harbour at dawn"}]
+
+
+def rows(workspace) -> list[tuple]:
+    return query(
+        workspace, "SELECT status, request_id IS NOT NULL, cost_usd, reserved_usd FROM requests ORDER BY created_at"
+    )
+
+
+def test_a_submit_whose_answer_was_lost_is_found_in_fals_history_and_delivered_with_one_paid_job(
+    workspace, emulator
+):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"cut_submit_answers": 1}})
+    first = materialize()
+    assert "s1" in first.failed and rows(workspace) == [("ambiguous", False, Decimal(0), Decimal("0.1900"))]
+    again = materialize()  # the plain command: no flag, no person
+    assert again.succeeded == ["s1"], again
+    assert any("found in fal's request history" in note for note in again.notes), again.notes
+    assert emulator.stats()["submissions"] == 1  # the job fal made for the lost answer: adopted, not repaid
+    assert rows(workspace) == [("succeeded", True, Decimal("0.1900"), Decimal(0))]
+    (adopted,) = query(workspace, "SELECT request_id FROM requests")
+    assert adopted[0] in emulator.jobs
+
+
+def test_a_submit_that_never_reached_fal_is_released_at_zero_then_paid_once(workspace, emulator, monkeypatch):
+    monkeypatch.setenv("HAILUO_FAL_HISTORY_MARGIN_SECONDS", "0.01")
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"lose_submits": 1}})
+    first = materialize()
+    assert "s1" in first.failed and emulator.stats()["submissions"] == 0
+    assert rows(workspace) == [("ambiguous", False, Decimal(0), Decimal("0.1900"))]
+    again = materialize()
+    assert again.succeeded == ["s1"], again
+    assert any("never reached fal" in note for note in again.notes), again.notes
+    assert emulator.stats()["submissions"] == 1  # paid once, by the plain rerun
+    released, paid = rows(workspace)
+    assert released == ("failed", False, Decimal(0), Decimal(0)) and paid == ("succeeded", True, Decimal("0.1900"), 0)
+    assert materialize().requested == []  # and never again
+
+
+def test_before_fals_listing_has_had_time_the_submit_is_held_and_it_is_said_when(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"lose_submits": 1}})
+    materialize()
+    again = materialize()  # the default margin, 300 s, has not passed
+    assert again.requested == [] and emulator.stats()["submissions"] == 0
+    assert any("is settled from fal's request history after" in note for note in again.notes), again.notes
+    assert rows(workspace) == [("ambiguous", False, Decimal(0), Decimal("0.1900"))]
+
+
+def test_two_jobs_with_the_same_arguments_leave_it_ambiguous_naming_both(workspace, emulator, monkeypatch):
+    monkeypatch.setenv("HAILUO_FAL_HISTORY_MARGIN_SECONDS", "0.01")
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"cut_submit_answers": 1, "twin_submits": 1}})
+    materialize()
+    again = materialize()
+    assert again.requested == [] and emulator.stats()["submissions"] == 2
+    (said,) = [note for note in again.notes if "jobs with the arguments" in note]
+    assert all(job in said for job in emulator.jobs), said
+    assert rows(workspace) == [("ambiguous", False, Decimal(0), Decimal("0.1900"))]
+
+
+def test_a_lost_result_that_fals_history_still_holds_is_delivered(workspace, emulator):
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"by_prompt": {"a harbour at dawn": {"result_http": [404]}}}})
+    first = materialize()
+    assert "s1" in first.failed and rows(workspace) == [("lost", True, Decimal("0.1900"), Decimal(0))]
+    again = materialize()
+    assert again.succeeded == ["s1"], again
+    assert any("still holds the video of lost request" in note for note in again.notes)
+    assert emulator.stats()["submissions"] == 1
+    assert rows(workspace) == [("succeeded", True, Decimal("0.1900"), Decimal(0))]
+    (event,) = query(workspace, "SELECT detail FROM request_events WHERE detail LIKE 'recovered from fal%'")
+    assert "/files/" in event[0]
+
+
+def test_a_history_that_lies_or_breaks_settles_nothing_and_says_so(workspace, emulator, monkeypatch):
+    """Malformed pages, and 5xx past the client's retries: nothing booked, nothing submitted, said in words."""
+    monkeypatch.setenv("HAILUO_FAL_HISTORY_MARGIN_SECONDS", "0.01")
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"lose_submits": 1}})
+    materialize()
+    emulator.configure({"faults": {"platform_malformed": 5}})
+    again = materialize()
+    assert again.requested == [] and emulator.stats()["submissions"] == 0
+    assert any("not settled now" in note and "fal's answer" in note for note in again.notes), again.notes
+    assert rows(workspace) == [("ambiguous", False, Decimal(0), Decimal("0.1900"))]
+
+
+def platform(**changes) -> PlatformClient:
+    client = Settings.from_env().platform_client("test-key")
+    for name, value in changes.items():
+        setattr(client, name, value)
+    return client
+
+
+def test_the_platform_client_pages_retries_and_keeps_keys_out_of_messages(workspace, emulator):
+    write_shots(workspace, [{"shot_id": f"s{i}", "prompt": f"p{i}"} for i in range(5)])
+    assert len(materialize().succeeded) == 5
+    now = datetime.utcnow()
+    emulator.configure({"faults": {"history_duplicate": True, "platform_http": [503, 429]}})
+    client = platform(backoff_seconds=0.01)
+    import hailuo_pipeline.fal.platform as module
+
+    module.PAGE_LIMIT, limit = 2, module.PAGE_LIMIT
+    try:
+        items = client.requests(ENDPOINT_ID, now - timedelta(hours=1), now + timedelta(minutes=1), payloads=True)
+    finally:
+        module.PAGE_LIMIT = limit
+    assert len(items) == 5 and len({i.request_id for i in items}) == 5  # paged, retried, each item once
+    assert client.pricing([ENDPOINT_ID])[ENDPOINT_ID].unit_price == Decimal("0.19")
+    usage = client.usage(now - timedelta(days=1), now + timedelta(days=1), ENDPOINT_ID)
+    assert sum(line.cost for line in usage) == Decimal("0.95")
+    with pytest.raises(AdminKeyMissing, match="FAL_ADMIN_KEY"):
+        platform(admin_key="").usage(now, now, ENDPOINT_ID)
+    with pytest.raises(PlatformError, match="refused the key") as refused:
+        platform(admin_key="not-the-admin-key-123456").usage(now, now, ENDPOINT_ID)
+    assert "not-the-admin-key-123456" not in str(refused.value)
