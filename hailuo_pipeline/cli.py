@@ -11,33 +11,18 @@ import atexit
 import os
 import signal
 import sys
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from hailuo_pipeline.errors import HailuoError
+from hailuo_pipeline.local_servers.commands import serve_emulator, serve_local_servers
 from hailuo_pipeline.local_servers.emulator import OFFLINE_KEY, start_offline_fal
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 
 if TYPE_CHECKING:
     from hailuo_pipeline.defs.headless import MaterializeSummary
-
-
-def cmd_emulator(args: argparse.Namespace) -> int:
-    from hailuo_pipeline.emulator.server import EmulatorServer
-    from hailuo_pipeline.emulator.state import EmulatorConfig, Latency
-
-    latency = Latency(args.queue_seconds, args.inference_seconds, args.jitter_seconds)
-    state_dir = Path(args.state_dir) if args.state_dir else Settings.from_env().data_dir / "emulator"
-    server = EmulatorServer(state_dir, port=args.port, config=EmulatorConfig(latency=latency))
-    print(f"fal emulator on {server.url}; point fal_client at it with:")
-    for key, value in server.env().items():
-        print(f"  export {key}={value}")
-    print("  export FAL_KEY=any-non-empty-key")
-    print("control endpoints (/_emulator/config, /reset, /stats) need the header")
-    print(f"  x-emulator-admin: {server.admin_token}", flush=True)
-    server.serve_forever()
-    return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -89,6 +74,26 @@ def print_outcome(summary: MaterializeSummary) -> None:
     for shot, reason in summary.failed.items():
         print(f"  failed {shot}: {reason.cause}")
         print(f"    Fix: {reason.fix}")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """0: fal and the ledger agree on every day asked; 1: a day differs (listed); 3: a day could not be checked."""
+    from hailuo_pipeline.defs.headless import reconcile
+
+    today = datetime.now(UTC).date()
+    days = args.day or [today - timedelta(days=1), today]
+    audits = reconcile(sorted(set(days)))
+    for audit in audits:
+        print(audit.said, file=sys.stdout if audit.verdict == "agree" else sys.stderr)
+    verdicts = {audit.verdict for audit in audits}
+    return 1 if "mismatch" in verdicts else 3 if "unchecked" in verdicts else 0
+
+
+def utc_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day written YYYY-MM-DD") from None
 
 
 def report_text(fmt: str) -> str:
@@ -193,37 +198,6 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_servers(args: argparse.Namespace) -> int:
-    """A local PostgreSQL and S3 API for trying the shared mode on one machine (until Ctrl-C)."""
-    from hailuo_pipeline.local_servers.postgres import LocalPostgres
-    from hailuo_pipeline.local_servers.s3 import LocalS3
-
-    root = Path(args.dir) if args.dir else Settings.from_env().data_dir / "servers"
-    postgres = LocalPostgres(root=root.resolve() / "postgres").start()
-    s3 = LocalS3().start()
-    bucket = s3.create_bucket("hailuo")
-    exports = {
-        "HAILUO_CATALOG_URL": postgres.url,
-        "HAILUO_VIDEO_STORE": f"{bucket}/videos",
-        "HAILUO_CATALOG_SNAPSHOT": f"{bucket}/catalog.duckdb",
-        **s3.env(),
-    }
-    print("# shared mode on this machine; in another shell:")
-    for name, value in exports.items():
-        print(f"export {name}={value}")
-    print("# Ctrl-C stops both servers (the S3 API keeps nothing; PostgreSQL's data stays in the folder)")
-    try:
-        signal.pause()  # `kill` acts like Ctrl-C (see main)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for number in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave a server behind
-            signal.signal(number, signal.SIG_IGN)
-        postgres.stop()
-        s3.stop()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hailuo", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -234,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.add_argument("--queue-seconds", type=float, default=1.0)
     emulator.add_argument("--inference-seconds", type=float, default=3.0)
     emulator.add_argument("--jitter-seconds", type=float, default=0.5)
-    emulator.set_defaults(func=cmd_emulator)
+    emulator.set_defaults(func=serve_emulator)
 
     sync = commands.add_parser("sync", help="register the manifest's shots as partitions")
     sync.add_argument("--prune", action="store_true", help="remove partitions with no row that were never requested")
@@ -272,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.set_defaults(func=cmd_report)
 
+    audit = commands.add_parser("reconcile", help="check the ledger against what fal billed, per UTC day")
+    audit.add_argument(
+        "--day", action="append", type=utc_day, help="YYYY-MM-DD, repeatable (default: yesterday, today)"
+    )
+    audit.set_defaults(func=cmd_reconcile)
+
     review = commands.add_parser("review", help="write an HTML page to watch every take, with prompts and costs")
     review.add_argument("--out", help="the page to write (default: $HAILUO_DATA_DIR/review/index.html)")
     review.add_argument("--dagster-url", default="http://localhost:3000", help="where the page links runs to")
@@ -289,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     servers = commands.add_parser("servers", help="run a local PostgreSQL and S3 API to try the shared mode")
     servers.add_argument("--dir", help="default: $HAILUO_DATA_DIR/servers")
-    servers.set_defaults(func=cmd_servers)
+    servers.set_defaults(func=serve_local_servers)
 
     demo = commands.add_parser("demo", help="offline end-to-end demo on the emulator (or --live on fal)")
     demo.add_argument("--live", action="store_true", help="with FAL_KEY set: really spend on fal")
@@ -298,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-READS_MANIFEST = {"materialize", "sync", "report", "review", "snapshot"}
+READS_MANIFEST = {"materialize", "sync", "report", "review", "snapshot", "reconcile"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ _ENVIRONMENT = {
     "history_margin_seconds": "HAILUO_FAL_HISTORY_MARGIN_SECONDS",
     "fal_platform_url": "HAILUO_FAL_PLATFORM_URL",
     "fal_admin_key": "FAL_ADMIN_KEY",
+    "fal_key": "FAL_KEY",
     "allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_HOSTS",
     "fal_queue_host": "FAL_QUEUE_RUN_HOST",  # fal_client's own variable: the host the key is sent to
     "catalog_url": "HAILUO_CATALOG_URL",
@@ -50,6 +51,7 @@ _TEXT = {
     "catalog_snapshot",
     "fal_platform_url",
     "fal_admin_key",
+    "fal_key",
 }
 _MAY_BE_ZERO = {"daily_budget_usd", "total_budget_usd"}  # a budget of $0 spends nothing; a timeout of 0 is a mistake
 _FORMER_NAMES = {"allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS"}  # read when the new one is unset
@@ -71,6 +73,7 @@ class Settings:
     history_margin_seconds: float = 300.0
     fal_platform_url: str = DEFAULT_PLATFORM_URL  # fal's Platform APIs (configuration, trusted like the queue host)
     fal_admin_key: str = field(default="", repr=False)  # fal's usage API needs an admin key; never logged
+    fal_key: str = field(default="", repr=False)  # for the Platform APIs; the queue's reaches Dagster as EnvVar
     # comma-separated hosts (or host:port) that fetched URLs, images and fal's videos alike, may use although
     # they are loopback or private ("*": any); the fal host below is allowed too
     allowed_private_hosts: str = ""
@@ -113,9 +116,9 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         return replace(settings, data_dir=settings.data_dir.expanduser().resolve())
 
-    def platform_client(self, key: str) -> PlatformClient:
-        """fal's Platform APIs with this key (and the admin key for usage, when set)."""
-        return PlatformClient(self.fal_platform_url, key, self.fal_admin_key)
+    def platform(self) -> PlatformClient | None:
+        """fal's Platform APIs with FAL_KEY (and FAL_ADMIN_KEY for usage, when set); None without a key."""
+        return PlatformClient(self.fal_platform_url, self.fal_key, self.fal_admin_key) if self.fal_key else None
 
     @property
     def fetch_hosts(self) -> str:

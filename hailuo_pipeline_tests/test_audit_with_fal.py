@@ -107,7 +107,8 @@ def test_a_history_that_lies_or_breaks_settles_nothing_and_says_so(workspace, em
 
 
 def platform(**changes) -> PlatformClient:
-    client = Settings.from_env().platform_client("test-key")
+    client = Settings.from_env().platform()
+    assert client is not None
     for name, value in changes.items():
         setattr(client, name, value)
     return client
@@ -135,3 +136,61 @@ def test_the_platform_client_pages_retries_and_keeps_keys_out_of_messages(worksp
     with pytest.raises(PlatformError, match="refused the key") as refused:
         platform(admin_key="not-the-admin-key-123456").usage(now, now, ENDPOINT_ID)
     assert "not-the-admin-key-123456" not in str(refused.value)
+
+
+def bill_outside_the_ledger(prompt: str) -> str:
+    """A job fal bills that the pipeline never asked for (another tool on the same key): its request id."""
+    import fal_client
+
+    from hailuo_pipeline_tests.hostile import jpeg
+
+    client = fal_client.SyncClient(key="test-key")
+    image = fal_client.encode(jpeg(), "image/jpeg")
+    handle = client.submit(ENDPOINT_ID, {"prompt": prompt, "image_url": image, "duration": "6"})
+    handle.get()
+    return handle.request_id
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "postgresql"])
+def test_reconcile_checks_the_ledger_against_what_fal_billed_each_day(
+    workspace, emulator, monkeypatch, capsys, request, backend
+):
+    from hailuo_pipeline.cli import main
+
+    if backend == "postgresql":
+        monkeypatch.setenv("HAILUO_CATALOG_URL", request.getfixturevalue("postgres_url"))
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "p1", "duration": "10"}, {"shot_id": "s2", "prompt": "p2"}])
+    assert len(materialize().succeeded) == 2
+    today = datetime.utcnow().date().isoformat()
+    assert main(["reconcile", "--day", today]) == 0, capsys.readouterr()
+    assert "fal billed $0.51, the ledger booked $0.51: they agree" in capsys.readouterr().out
+    assert main(["report"]) == 0
+    assert f"{today}: fal billed $0.51, the ledger booked $0.51: agree" in capsys.readouterr().out
+
+    stranger = bill_outside_the_ledger("not ours")
+    assert main(["reconcile", "--day", today]) == 1
+    said = capsys.readouterr().err
+    assert "a difference of $+0.19" in said and f"does not hold: {stranger}" in said, said
+
+    monkeypatch.delenv("FAL_ADMIN_KEY")
+    assert main(["reconcile"]) == 3  # today and yesterday, neither checkable
+    said = capsys.readouterr().err
+    assert said.count("not checked: FAL_ADMIN_KEY is not set") == 2, said
+
+
+def test_reconcile_refuses_a_day_that_is_not_one(workspace, capsys):
+    from hailuo_pipeline.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["reconcile", "--day", "2026-13-01"])
+    assert refused.value.code == 2 and "is not a day written YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_a_day_the_ledger_booked_but_fal_did_not_bill_names_the_request():
+    from hailuo_pipeline.catalog.reconcile import compare_day
+
+    day = datetime(2026, 12, 1).date()
+    result = compare_day(day, Decimal("0.19"), {"a": Decimal("0.19"), "b": Decimal("0.32")}, {"a": None})
+    assert not result.agrees and result.booked_not_billed == ("b",) and result.billed_not_booked == ()
+    assert "the ledger booked 1 request(s) fal did not bill that day: b" in result.said()
+    assert compare_day(day, Decimal("0.51"), {"a": Decimal("0.19"), "b": Decimal("0.32")}, {"a": 1, "b": 1}).agrees

@@ -5,6 +5,7 @@ has its own data directory, DAGSTER_HOME and temporary directory, as pods with e
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -170,7 +171,8 @@ def test_a_pod_restarted_on_another_host_waits_out_a_dead_pods_leases_and_delive
     (out,) = run_all([other])
     assert other.returncode == 0, out
     assert all(f"{s}: request " in out for s in shots) and out.count("is leased to pod-a:") >= 3, out
-    assert "(last heard " in out and "takes it over" in out and "resuming fal request" in out, out
+    assert "(last heard " in out and re.search(r"takes (it|the request) over", out), out
+    assert "resuming fal request" in out, out
     assert "3 of 3 shot(s) delivered" in out, out
     assert emulator.stats()["submissions"] == 3  # taken over, not repaid
     rows = database.read("SELECT shot_id, status, attempts FROM requests ORDER BY shot_id")

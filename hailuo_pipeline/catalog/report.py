@@ -58,6 +58,15 @@ GROUP BY 1 ORDER BY 1
 """
 
 
+# fal's own figure (stored by `fal_usage`) beside the ledger's, per UTC day of fal finishing the requests
+FAL_VS_LEDGER_SQL = """
+SELECT u.day, u.cost_usd AS fal_billed_usd, coalesce(sum(r.cost_usd), 0) AS ledger_usd
+FROM fal_usage u LEFT JOIN requests r
+    ON CAST(coalesce(r.billed_at, r.completed_at) AS DATE) = u.day AND r.cost_usd > 0
+GROUP BY u.day, u.cost_usd ORDER BY u.day DESC LIMIT ?
+"""
+
+
 @dataclass(frozen=True)
 class CostReport:
     summary: dict[str, Any]
@@ -65,6 +74,7 @@ class CostReport:
     by_day: pd.DataFrame
     orphans: pd.DataFrame  # paid requests no live process follows: resumed by the next default run
     latency: pd.DataFrame  # delivered videos by whole seconds from reservation to delivery
+    fal_vs_ledger: pd.DataFrame  # per day fal's usage was fetched: what fal billed, what the ledger booked
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +82,7 @@ class CostReport:
             "by_duration": self.by_duration.to_dict(orient="records"),
             "by_day": self.by_day.assign(day=self.by_day["day"].astype(str)).to_dict(orient="records"),
             "orphans": self.orphans.to_dict(orient="records"),
+            "fal_vs_ledger": self.fal_vs_ledger.to_dict(orient="records"),
         }
 
 
@@ -105,6 +116,7 @@ def build_report(
         [days],
     )
     latency = catalog.read(LATENCY_SQL)
+    fal_vs_ledger = catalog.read(FAL_VS_LEDGER_SQL, [days])
     summary = {str(name): _plain(value) for name, value in totals.iloc[0].items()}
     orphans = orphan_table(ledger.orphans(), now)
     summary["orphans"] = len(orphans)
@@ -118,11 +130,15 @@ def build_report(
     summary["total_budget_used"] = (
         round(summary["committed_all_time_usd"] / float(budget.total_usd), 4) if budget.total_usd else None
     )
-    for frame in (by_duration, by_day, latency):
+    for frame in (by_duration, by_day, latency, fal_vs_ledger):
         for column in frame.columns:
             frame[column] = frame[column].map(_plain)
     by_day["day"] = by_day["day"].astype(str)
-    return CostReport(summary, by_duration, by_day.sort_values("day").reset_index(drop=True), orphans, latency)
+    fal_vs_ledger["day"] = fal_vs_ledger["day"].astype(str)
+    fal_vs_ledger = fal_vs_ledger.sort_values("day").reset_index(drop=True)
+    return CostReport(
+        summary, by_duration, by_day.sort_values("day").reset_index(drop=True), orphans, latency, fal_vs_ledger
+    )
 
 
 def orphan_table(rows: list[RequestRow], now: datetime) -> pd.DataFrame:
@@ -172,4 +188,8 @@ def render_report(catalog: CatalogDatabase, budget: Budget, lease_seconds: float
             lines.append(f"{name} budget ${s[f'{name}_budget_usd']:.2f}, used {100 * s[f'{name}_budget_used']:.1f}%")
     if not report.by_duration.empty:
         lines.append(report.by_duration.to_string(index=False))
+    for day in report.fal_vs_ledger.to_dict(orient="records"):
+        fal, ledger = float(day["fal_billed_usd"]), float(day["ledger_usd"])
+        verdict = "agree" if abs(fal - ledger) < 0.005 else f"differ by ${fal - ledger:+.2f} (`hailuo reconcile`)"
+        lines.append(f"{day['day']}: fal billed ${fal:.2f}, the ledger booked ${ledger:.2f}: {verdict}")
     return "\n".join(lines)

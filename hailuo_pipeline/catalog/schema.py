@@ -238,6 +238,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE requests ADD COLUMN history_checked BOOLEAN DEFAULT false;
         """,
     ),
+    (
+        8,
+        "fal's billed usage per UTC day (fal_usage), and when fal finished each request it billed (billed_at)",
+        """
+        CREATE TABLE fal_usage (
+            day DATE NOT NULL,
+            endpoint VARCHAR NOT NULL,
+            unit VARCHAR NOT NULL,
+            quantity DECIMAL(18, 4) NOT NULL,
+            unit_price DECIMAL(12, 4) NOT NULL,
+            cost_usd DECIMAL(12, 4) NOT NULL,
+            currency VARCHAR NOT NULL,
+            fetched_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (day, endpoint)
+        );
+        ALTER TABLE requests ADD COLUMN billed_at TIMESTAMP;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -78,6 +78,37 @@ class SqlLedgerTransaction(ABC):
         succeeded = Status.SUCCEEDED.value
         found = self.execute(_STANDING, [succeeded, [s.value for s in ACTIVE], succeeded])
         return [row for row in map(request_row, found) if row is not None]
+
+    def store_usage(self, day: date, endpoint: str, line: Mapping[str, Any] | None, fetched_at: datetime) -> None:
+        self.execute("DELETE FROM fal_usage WHERE day = ? AND endpoint = ?", [day, endpoint])
+        if line is not None:
+            self.execute(
+                "INSERT INTO fal_usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [day, endpoint, line["unit"], line["quantity"], line["unit_price"], line["cost_usd"],
+                 line["currency"], fetched_at],
+            )  # fmt: skip
+
+    def usage_cost(self, day: date, endpoint: str) -> Decimal | None:
+        found = self.execute("SELECT cost_usd FROM fal_usage WHERE day = ? AND endpoint = ?", [day, endpoint])
+        return Decimal(found[0][0]) if found else None
+
+    def booked_on(self, day: date) -> dict[str, tuple[str, Decimal]]:
+        """Requests the ledger booked as paid on `day` (UTC, by when fal finished them): fal id -> (shot, cost)."""
+        found = self.execute(
+            "SELECT request_id, shot_id, cost_usd FROM requests WHERE cost_usd > 0 AND request_id IS NOT NULL "
+            "AND coalesce(billed_at, completed_at) >= ? AND coalesce(billed_at, completed_at) < ?",
+            [day, day + timedelta(days=1)],
+        )
+        return {request_id: (shot, Decimal(cost)) for request_id, shot, cost in found}
+
+    def set_billed_at(self, ended: Mapping[str, datetime]) -> None:
+        if ended:  # one set-based statement: a day of 10,000 requests is one write, not 10,000
+            self.execute(
+                "UPDATE requests SET billed_at = s.ended FROM (SELECT UNNEST(CAST(? AS VARCHAR[])) AS request_id, "
+                "UNNEST(CAST(? AS TIMESTAMP[])) AS ended) s WHERE requests.request_id = s.request_id "
+                "AND (requests.billed_at IS NULL OR requests.billed_at <> s.ended)",
+                [list(ended), list(ended.values())],
+            )
 
     def requested_shots(self) -> set[str]:
         return {shot for (shot,) in self.execute("SELECT DISTINCT shot_id FROM requests")}

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,41 @@ def materialize(
                     shot, ShotReason("its run stopped before the shot was tried", "run `hailuo materialize` again")
                 )
         return summary
+
+
+@dataclass(frozen=True)
+class DayAudit:
+    day: date
+    verdict: str  # "agree", "mismatch" or "unchecked"
+    said: str
+
+
+def reconcile(days: list[date]) -> list[DayAudit]:
+    """Materialize `fal_usage` and its check for each day, on the instance (the runs show in the UI)."""
+    settings = Settings.from_env()
+    audits: list[DayAudit] = []
+    with instance(settings) as dagster:
+        job = build_definitions(settings).resolve_job_def("fal_usage_job").with_logger_defs({"console": console()})
+        for day in days:
+            result = job.execute_in_process(
+                instance=dagster, partition_key=str(day), raise_on_error=False, run_config={"loggers": {"console": {}}}
+            )
+            evaluations = result.get_asset_check_evaluations()
+            if not result.success:
+                failures = result.get_step_failure_events()
+                data = failures[0].step_failure_data.user_failure_data if failures else None
+                told = (
+                    data.description if data is not None and data.description else "the run failed; see it in Dagster"
+                )
+                audits.append(DayAudit(day, "unchecked", f"{day}: {told}"))
+            elif not evaluations:
+                why = "FAL_ADMIN_KEY is not set" if not settings.fal_admin_key else "FAL_KEY is not set"
+                audits.append(DayAudit(day, "unchecked", f"{day}: not checked: {why} (fal's usage needs both)"))
+            else:
+                evaluation = evaluations[0]
+                said = evaluation.description or f"{day}: checked"
+                audits.append(DayAudit(day, "agree" if evaluation.passed else "mismatch", said))
+    return audits
 
 
 def report_asset(dagster: DagsterInstance, settings: Settings) -> bool:

@@ -14,7 +14,6 @@ orphan sensor, the sweep) before anything is planned, so `ambiguous` needs a per
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,11 +40,11 @@ class Settled:
 def settle_on_default_path(ledger: RequestLedger) -> list[Settled]:
     """What `hailuo materialize`, the orphan sensor and the sweep run first: settled with the key and settings of
     this process (no FAL_KEY: nothing to ask fal with, nothing settled)."""
-    key = os.environ.get("FAL_KEY", "").strip()
-    if not key:
-        return []
     settings = Settings.from_env()
-    return settle_with_fal(ledger, settings.platform_client(key), ENDPOINT_ID, settings.history_margin_seconds)
+    platform = settings.platform()
+    if platform is None:
+        return []
+    return settle_with_fal(ledger, platform, ENDPOINT_ID, settings.history_margin_seconds)
 
 
 def settle_with_fal(

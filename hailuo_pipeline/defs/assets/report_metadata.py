@@ -105,5 +105,6 @@ def report_metadata(report: CostReport) -> dict[str, Any]:
         "spend_by_day": dagster_table(report.by_day),
         "spend_by_duration": dagster_table(report.by_duration),
         **({"orphans_table": dagster_table(report.orphans)} if len(report.orphans) else {}),
+        **({"fal_vs_ledger": dagster_table(report.fal_vs_ledger)} if len(report.fal_vs_ledger) else {}),
         **charts(report),
     }
