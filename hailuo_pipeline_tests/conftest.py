@@ -30,6 +30,7 @@ os.environ.update(
     }
 )
 
+from hailuo_pipeline.catalog import pricing  # noqa: E402
 from hailuo_pipeline.catalog.backends import open_catalog  # noqa: E402
 from hailuo_pipeline.catalog.postgres_ledger import close_pools  # noqa: E402
 from hailuo_pipeline.catalog.storage import CatalogDatabase  # noqa: E402
@@ -79,6 +80,8 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorState:
     """The emulator's state, reset, with short latency; tests add faults through `configure`."""
     state = emulator_server.state
     state.reset()
+    pricing._asked.clear()  # what this process learnt of the account's price went with the reset
+    pricing._said_unreachable.clear()
     state.config.latency = Latency(queue_seconds=0.2, inference_seconds=0.4, jitter_seconds=0.0)
     return state
 

@@ -13,7 +13,7 @@ from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.fal.platform import AdminKeyMissing, PlatformClient, PlatformError
 from hailuo_pipeline.model_limits import ENDPOINT_ID
 from hailuo_pipeline.settings import Settings
-from hailuo_pipeline_tests.helpers import query
+from hailuo_pipeline_tests.helpers import query, reason
 from hailuo_pipeline_tests.shots import write_shots
 
 ONE = [{"shot_id": "s1", "prompt": "a harbour at dawn"}]
@@ -194,3 +194,43 @@ def test_a_day_the_ledger_booked_but_fal_did_not_bill_names_the_request():
     assert not result.agrees and result.booked_not_billed == ("b",) and result.billed_not_booked == ()
     assert "the ledger booked 1 request(s) fal did not bill that day: b" in result.said()
     assert compare_day(day, Decimal("0.51"), {"a": Decimal("0.19"), "b": Decimal("0.32")}, {"a": 1, "b": 1}).agrees
+
+
+def prices(workspace) -> list[tuple]:
+    sql = "SELECT duration_seconds, usd, source FROM prices WHERE effective_at IS NOT NULL ORDER BY 1"
+    return query(workspace, sql)
+
+
+def test_a_price_change_at_fal_is_picked_up_before_the_next_reservation_and_budgets_hold_at_it(
+    workspace, emulator, monkeypatch
+):
+    emulator.configure({"account_price": {"unit_price": 0.25, "unit": "video", "currency": "USD"}})
+    monkeypatch.setenv("HAILUO_TOTAL_BUDGET_USD", "0.45")  # two videos at the table's $0.19; one at fal's $0.25
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "p1"}, {"shot_id": "s2", "prompt": "p2"}])
+    summary = materialize()
+    assert len(summary.succeeded) == 1 and len(summary.failed) == 1, summary
+    (refused,) = summary.failed
+    assert "the total budget $0.45 would be exceeded" in reason(summary, refused)
+    assert "this video costs $0.25" in reason(summary, refused)
+    assert emulator.stats()["submissions"] == 1
+    (six, ten) = prices(workspace)
+    assert six[:2] == (6, Decimal("0.2500")) and "fal's pricing API" in six[2]
+    assert ten[:2] == (10, Decimal("0.4211")) and ten[2].startswith("derived from fal's pricing API")
+    charged = query(workspace, "SELECT r.cost_usd, p.source FROM requests r JOIN prices p USING (price_id)")
+    assert charged == [(Decimal("0.2500"), six[2])]  # the dollar traces to the price row fal's price made
+
+
+def test_a_per_second_price_and_an_unreachable_pricing_api(workspace, emulator):
+    from hailuo_pipeline.catalog import pricing
+
+    emulator.configure({"faults": {"platform_http": [403]}})  # fal's pricing refuses: the table's price, said once
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "p1"}])
+    summary = materialize()
+    assert summary.succeeded == ["s1"] and prices(workspace) == []  # the table's price, said in the run's log
+    assert query(workspace, "SELECT cost_usd FROM requests") == [(Decimal("0.1900"),)]
+    pricing._said_unreachable.clear()
+    emulator.configure({"account_price": {"unit_price": 0.03, "unit": "second", "currency": "USD"}})
+    write_shots(workspace, [{"shot_id": "s1", "prompt": "p1"}, {"shot_id": "s2", "prompt": "p2", "duration": "10"}])
+    assert materialize().succeeded == ["s2"]
+    assert [row[:2] for row in prices(workspace)] == [(6, Decimal("0.1800")), (10, Decimal("0.3000"))]
+    assert query(workspace, "SELECT cost_usd FROM requests WHERE shot_id = 's2'") == [(Decimal("0.3000"),)]

@@ -52,12 +52,13 @@ def recorded_videos(catalog: CatalogDatabase, run_id: str | None = None) -> list
 
 
 def charges_off_price(catalog: CatalogDatabase) -> tuple[int, list[OffPriceCharge]]:
-    """How many requests were checked, and those charged other than the price in effect on their day
-    (paid ones), or charged at all (failed and cancelled ones)."""
+    """How many requests were checked, and those charged other than the price they were reserved at (the price
+    row they name; without one, the price in effect when they were created) for paid ones, or charged at all
+    for failed and cancelled ones."""
     in_effect = (
-        "(SELECT usd "
-        + PRICE_IN_EFFECT.format(endpoint="r.endpoint", duration="r.duration_seconds", day="CAST(r.created_at AS DATE)")
-        + ")"
+        "coalesce((SELECT p.usd FROM prices p WHERE p.price_id = r.price_id), (SELECT usd "
+        + PRICE_IN_EFFECT.format(endpoint="r.endpoint", duration="r.duration_seconds", at="r.created_at")
+        + "))"
     )
     found = catalog.rows(
         f"""

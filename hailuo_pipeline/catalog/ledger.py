@@ -159,7 +159,7 @@ class RequestLedger(LedgerSettlements):
         )
 
     def price_for(self, t: LedgerTransaction, endpoint: str, duration: int) -> tuple[str, Decimal]:
-        found = t.price(endpoint, duration, t.now().date())
+        found = t.price(endpoint, duration, t.now())
         if found is None:
             raise NoPriceError(
                 f"no price in the catalog's prices table for {endpoint} at {duration} s; add a row to prices"

@@ -256,6 +256,11 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE requests ADD COLUMN billed_at TIMESTAMP;
         """,
     ),
+    (
+        9,
+        "prices.effective_at: the moment a price took effect (fal's pricing may change one during a day)",
+        "ALTER TABLE prices ADD COLUMN effective_at TIMESTAMP;",
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -14,11 +14,13 @@ from typing import Any
 
 from hailuo_pipeline.catalog.rows import ACTIVE, ROW_COLUMNS, RequestRow, Status, VideoRow, request_row
 
-# The one definition of the price in effect: the latest price of the endpoint and duration on or before a day.
-# Placeholders: endpoint, duration, day (SQL expressions or ?).
+# The one definition of the price in effect: the latest price of the endpoint and duration that took effect at or
+# before a moment (a row's effective_at, or the start of its effective_from day). Placeholders: endpoint,
+# duration, at (SQL expressions or ?).
 PRICE_IN_EFFECT = (
-    "FROM prices WHERE endpoint = {endpoint} AND duration_seconds = {duration} AND effective_from <= {day} "
-    "ORDER BY effective_from DESC LIMIT 1"
+    "FROM prices WHERE endpoint = {endpoint} AND duration_seconds = {duration} "
+    "AND coalesce(effective_at, CAST(effective_from AS TIMESTAMP)) <= {at} "
+    "ORDER BY coalesce(effective_at, CAST(effective_from AS TIMESTAMP)) DESC LIMIT 1"
 )
 VIDEO_COLUMNS = (
     "request_id, request_key, shot_id, path, sha256, bytes, width, height, fps, frames, duration_seconds, source_url"
@@ -166,12 +168,21 @@ class SqlLedgerTransaction(ABC):
         )
         return (Decimal(found[0][0]), Decimal(found[0][1])) if found else (Decimal(0), Decimal(0))
 
-    def price(self, endpoint: str, duration_seconds: int, day: date) -> tuple[str, Decimal] | None:
+    def price(self, endpoint: str, duration_seconds: int, at: datetime) -> tuple[str, Decimal] | None:
         found = self.execute(
-            "SELECT price_id, usd " + PRICE_IN_EFFECT.format(endpoint="?", duration="?", day="?"),
-            [endpoint, duration_seconds, day],
+            "SELECT price_id, usd " + PRICE_IN_EFFECT.format(endpoint="?", duration="?", at="CAST(? AS TIMESTAMP)"),
+            [endpoint, duration_seconds, at],
         )
         return (found[0][0], Decimal(found[0][1])) if found else None
+
+    def insert_price(
+        self, price_id: str, endpoint: str, duration: int, usd: Decimal, at: datetime, source: str
+    ) -> None:
+        self.execute(
+            "INSERT INTO prices (price_id, endpoint, duration_seconds, usd, effective_from, source, effective_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [price_id, endpoint, duration, usd, at.date(), source, at],
+        )
 
     def video(self, *, request_key: str | None = None, request_id: str | None = None) -> VideoRow | None:
         column, value = ("request_key", request_key) if request_key is not None else ("request_id", request_id)

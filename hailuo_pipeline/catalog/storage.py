@@ -88,7 +88,13 @@ class LedgerTransaction(Protocol):
         """Spent plus reserved: in all, and on one UTC day."""
         ...
 
-    def price(self, endpoint: str, duration_seconds: int, day: date) -> tuple[str, Decimal] | None:
+    def insert_price(
+        self, price_id: str, endpoint: str, duration: int, usd: Decimal, at: datetime, source: str
+    ) -> None:
+        """A price taking effect at `at`, with where it came from."""
+        ...
+
+    def price(self, endpoint: str, duration_seconds: int, at: datetime) -> tuple[str, Decimal] | None:
         """The price in effect on `day`: its id and amount."""
         ...
 

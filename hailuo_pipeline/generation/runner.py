@@ -36,6 +36,7 @@ from hailuo_pipeline.generation.follow import RequestFollower
 from hailuo_pipeline.generation.leases import Leases
 from hailuo_pipeline.generation.log import RunLog
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
+from hailuo_pipeline.generation.settle import prices_from_fal
 from hailuo_pipeline.generation.slots import FalSlot, RoomAtFal
 from hailuo_pipeline.generation.submit import SubmittedIds, fingerprint, ledger_arguments, sent_arguments, submit
 from hailuo_pipeline.redact import describe_error, redact
@@ -133,6 +134,9 @@ class ShotGenerator:
         finished: list[ShotOutcome] = []
         # one read, not a transaction per shot: only these shots may have orphans (README: Cost safety)
         self._unsettled = await asyncio.to_thread(self.ledger.shots_in_flight)
+        if not self.options.resume_only:  # before the first reservation: reserve at the account's real price
+            for said in await asyncio.to_thread(prices_from_fal, self.ledger, self.fal.endpoint_id):
+                self.log.info(said)
 
         async def one(shot: Shot) -> ShotOutcome:
             async with FalSlot(gate, ahead, self.room) as slot:

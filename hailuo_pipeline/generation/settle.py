@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from hailuo_pipeline.catalog.ledger import RequestLedger
+from hailuo_pipeline.catalog.pricing import check_prices_with_fal
 from hailuo_pipeline.catalog.rows import RequestRow
 from hailuo_pipeline.fal.platform import HistoryItem, PlatformClient, PlatformError
 from hailuo_pipeline.fal.replies import BadReply, checked_video
@@ -45,6 +46,13 @@ def settle_on_default_path(ledger: RequestLedger) -> list[Settled]:
     if platform is None:
         return []
     return settle_with_fal(ledger, platform, ENDPOINT_ID, settings.history_margin_seconds)
+
+
+def prices_from_fal(ledger: RequestLedger, endpoint_id: str) -> list[str]:
+    """Before a batch's first reservation: the account's price at fal, recorded when it differs (no FAL_KEY:
+    the price table's)."""
+    platform = Settings.from_env().platform()
+    return [] if platform is None else check_prices_with_fal(ledger.store, platform, endpoint_id)
 
 
 def settle_with_fal(
