@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import os
 import signal
 import sys
@@ -61,10 +62,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         resubmit_ambiguous=args.resubmit_ambiguous,
         retry_refused=args.retry_refused,
         repay_lost=args.repay_lost,
+        dry_run=args.dry_run,
         concurrency=args.concurrency,
         shots_per_run=args.shots_per_run,
-        say=print,
+        say=print if args.format != "json" else lambda line: print(line, file=sys.stderr),  # stdout: the JSON
     )
+    if summary.estimate is not None:
+        estimate = summary.estimate
+        print(json.dumps(estimate.as_dict(), indent=2) if args.format == "json" else "\n".join(estimate.lines()))
+        return 0
     print_outcome(summary)
     return 0 if not summary.failed else 1
 
@@ -232,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pay again for shots whose paid video was lost at fal (every such shot, or the named ones)",
     )
+    run.add_argument("--dry-run", action="store_true", help="say what it would pay for, and pay for nothing")
+    run.add_argument("--format", choices=["table", "json"], default="table", help="--dry-run's output")
     run.add_argument(
         "--concurrency",
         type=int,

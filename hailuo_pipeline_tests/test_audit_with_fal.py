@@ -25,9 +25,7 @@ def rows(workspace) -> list[tuple]:
     )
 
 
-def test_a_submit_whose_answer_was_lost_is_found_in_fals_history_and_delivered_with_one_paid_job(
-    workspace, emulator
-):
+def test_a_submit_whose_answer_was_lost_is_found_in_fals_history_and_delivered_with_one_paid_job(workspace, emulator):
     write_shots(workspace, ONE)
     emulator.configure({"faults": {"cut_submit_answers": 1}})
     first = materialize()
@@ -234,3 +232,54 @@ def test_a_per_second_price_and_an_unreachable_pricing_api(workspace, emulator):
     assert materialize().succeeded == ["s2"]
     assert [row[:2] for row in prices(workspace)] == [(6, Decimal("0.1800")), (10, Decimal("0.3000"))]
     assert query(workspace, "SELECT cost_usd FROM requests WHERE shot_id = 's2'") == [(Decimal("0.3000"),)]
+
+
+@pytest.mark.parametrize("total_budget", [None, "0.70"], ids=["no budget", "a budget that cuts the batch"])
+def test_a_dry_run_says_exactly_what_the_real_run_then_pays(workspace, emulator, monkeypatch, capsys, total_budget):
+    import json
+
+    from hailuo_pipeline.cli import main
+
+    if total_budget:
+        monkeypatch.setenv("HAILUO_TOTAL_BUDGET_USD", total_budget)
+    write_shots(workspace, [{"shot_id": "done", "prompt": "delivered before"}])
+    assert materialize().succeeded == ["done"]
+    shots = [{"shot_id": "done", "prompt": "delivered before"}]
+    # with a budget that cuts the batch, the shots cost alike: which of them the budget covers follows the order
+    # their checks finish in; how many, and the dollars, do not
+    long = "6" if total_budget else "10"
+    shots += [{"shot_id": f"s{i}", "prompt": f"p{i}", "duration": long if i == 1 else "6"} for i in range(4)]
+    write_shots(workspace, shots)
+    capsys.readouterr()
+    assert main(["materialize", "--dry-run", "--format", "json"]) == 0
+    estimate = json.loads(capsys.readouterr().out)  # the notes went to stderr: stdout is the JSON alone
+    assert emulator.stats()["submissions"] == 1  # the dry run sent nothing
+    spent_before = query(workspace, "SELECT sum(cost_usd) FROM requests")[0][0]
+    summary = materialize()
+    paid = emulator.stats()["submissions"] - 1
+    spent = query(workspace, "SELECT sum(cost_usd) FROM requests")[0][0] - spent_before
+    assert len(estimate["pay"]) == paid == len(summary.succeeded) and Decimal(estimate["total_usd"]) == spent
+    if total_budget:
+        assert estimate["pay"] == {"s0": "0.1900", "s1": "0.1900"} and len(estimate["over_budget"]) == 2
+        assert estimate["budgets"]["total"] == {"limit_usd": "0.70", "committed_usd": "0.19", "left_after_usd": "0.13"}
+        assert len(summary.failed) == 2 and all("total budget" in reason(summary, s) for s in summary.failed)
+    else:
+        assert set(estimate["pay"]) == {"s0", "s1", "s2", "s3"} and estimate["total_usd"] == "0.8900"
+    assert estimate["reuse"] == [] and "done" not in summary.requested  # a plain run leaves a delivered shot
+
+
+def test_the_manifest_sensor_shows_what_the_pending_shots_would_cost(workspace, emulator):
+    from dagster import DagsterInstance
+
+    from hailuo_pipeline.defs.automation.sensors import shots_manifest_sensor
+    from hailuo_pipeline_tests.helpers import tick_sensor
+
+    write_shots(workspace, [{"shot_id": "a", "prompt": "p", "duration": "10"}, {"shot_id": "b", "prompt": "q"}])
+    with DagsterInstance.get() as instance:
+        result = tick_sensor(shots_manifest_sensor, instance)
+    (observation,) = result.asset_events
+    assert observation.asset_key.to_user_string() == "hailuo_video"
+    assert observation.metadata["would_pay_usd"].value == pytest.approx(0.51)
+    assert observation.metadata["would_pay_videos"].value == 2
+    assert "would cost $0.51" in (observation.description or "")
+    assert emulator.stats()["submissions"] == 0

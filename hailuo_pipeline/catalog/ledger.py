@@ -268,6 +268,11 @@ class RequestLedger(LedgerSettlements):
         with self.store.transaction(read_only=True) as t:
             return t.requests(statuses=[Status.LOST], completed_since=since)
 
+    def committed_usd(self) -> tuple[Decimal, Decimal]:
+        """Spent plus reserved, in all and on the current UTC day: what the budgets are measured against."""
+        with self.store.transaction(read_only=True) as t:
+            return t.committed_usd(t.now().date())
+
     def committed_today_usd(self) -> Decimal:
         """Spent plus reserved on the current UTC day: what the daily budget is measured against."""
         with self.store.transaction(read_only=True) as t:

@@ -22,6 +22,7 @@ from hailuo_pipeline.catalog.backends import is_shared, open_catalog
 from hailuo_pipeline.catalog.decisions import ClaimOptions
 from hailuo_pipeline.catalog.ledger import RequestLedger
 from hailuo_pipeline.catalog.registry import record_shots
+from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.catalog.snapshot import SnapshotResult, write_snapshot
 from hailuo_pipeline.defs.assets.catalog_snapshot import catalog_snapshot, describe, snapshot_metadata
 from hailuo_pipeline.defs.automation.run_requests import STEP, run_target
@@ -30,8 +31,10 @@ from hailuo_pipeline.defs.definitions import build_definitions
 from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.fal.config import checked_fal_key
-from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, stray_partitions
-from hailuo_pipeline.generation.settle import settle_on_default_path
+from hailuo_pipeline.generation.estimate import BatchEstimate, estimate_batch
+from hailuo_pipeline.generation.planning import ShotPlan, plan_shot_runs, plan_shots, stray_partitions
+from hailuo_pipeline.generation.settle import prices_from_fal, settle_on_default_path
+from hailuo_pipeline.model_limits import DURATIONS_SECONDS, ENDPOINT_ID
 from hailuo_pipeline.settings import SHOTS_PER_RUN, Settings
 from hailuo_pipeline.shots.manifest import Manifest, RowError, read_manifest
 
@@ -61,6 +64,7 @@ class MaterializeSummary:
     failed: dict[str, ShotReason] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what was done and left alone, said before the runs
+    estimate: BatchEstimate | None = None  # --dry-run: what the run would pay for, and nothing was run
 
 
 def instance(settings: Settings) -> DagsterInstance:
@@ -117,6 +121,7 @@ def materialize(
     resubmit_ambiguous: bool = False,
     retry_refused: bool = False,
     repay_lost: bool = False,
+    dry_run: bool = False,
     concurrency: int | None = None,
     shots_per_run: int | None = SHOTS_PER_RUN,
     say: Callable[[str], object] = lambda _line: None,
@@ -143,6 +148,9 @@ def materialize(
             summary.notes = settled
         for note in summary.notes:
             say(note)
+        if dry_run:
+            summary.estimate = dry_run_estimate(ledger, settings, plan, summary.requested, manifest, say)
+            return summary
         job = build_definitions(settings).resolve_job_def("generate_shots").with_logger_defs({"console": console()})
         config = {
             "new_take": new_take,
@@ -218,6 +226,23 @@ def reconcile(days: list[date]) -> list[DayAudit]:
                 said = evaluation.description or f"{day}: checked"
                 audits.append(DayAudit(day, "agree" if evaluation.passed else "mismatch", said))
     return audits
+
+
+def dry_run_estimate(
+    ledger: RequestLedger,
+    settings: Settings,
+    plan: ShotPlan,
+    chosen: list[str],
+    manifest: Manifest,
+    say: Callable[[str], object],
+) -> BatchEstimate:
+    """What the run would pay for, at the price it would reserve at (fal's, checked as the run checks it)."""
+    for said in prices_from_fal(ledger, ENDPOINT_ID):
+        say(said)
+    prices = ledger.prices(ENDPOINT_ID, set(DURATIONS_SECONDS))
+    total, today = ledger.committed_usd()
+    budget = Budget.from_usd(settings.daily_budget_usd, settings.total_budget_usd)
+    return estimate_batch(plan, chosen, manifest, prices, budget, total, today)
 
 
 def report_asset(dagster: DagsterInstance, settings: Settings) -> bool:

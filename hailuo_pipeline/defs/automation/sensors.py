@@ -5,7 +5,9 @@ Spending has one switch, off by default: `shots_generation_sensor` pays for the 
 import hashlib
 
 from dagster import (
+    AssetObservation,
     DefaultSensorStatus,
+    MetadataValue,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -14,14 +16,17 @@ from dagster import (
 
 from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions
 from hailuo_pipeline.catalog.registry import record_shots
+from hailuo_pipeline.defs.assets.shots import hailuo_video
 from hailuo_pipeline.defs.automation.run_requests import shot_run_requests, shots_in_live_runs
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
 from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
-from hailuo_pipeline.defs.resources import CatalogResource, ShotsResource
+from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
+from hailuo_pipeline.generation.estimate import estimate_batch
 from hailuo_pipeline.generation.planning import plan_shot_runs, plan_shots, shot_runs, stray_partitions
 from hailuo_pipeline.generation.settle import settle_on_default_path
+from hailuo_pipeline.model_limits import DURATIONS_SECONDS, ENDPOINT_ID
 from hailuo_pipeline.settings import SHOTS_PER_RUN
-from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
+from hailuo_pipeline.shots.manifest import Manifest, ManifestError, read_manifest
 
 
 @sensor(
@@ -31,7 +36,9 @@ from hailuo_pipeline.shots.manifest import ManifestError, read_manifest
     description="On by default, spends nothing: registers new rows of shots.csv as shots and validates their "
     "inputs (and re-validates edited ones). Paying for their videos is shots_generation_sensor's switch.",
 )
-def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource):
+def shots_manifest_sensor(
+    context: SensorEvaluationContext, shots: ShotsResource, catalog: CatalogResource, budget: BudgetResource
+):
     path = shots.manifest_path
     if not path.exists():
         return SkipReason(f"no manifest at {path}")
@@ -65,11 +72,38 @@ def shots_manifest_sensor(context: SensorEvaluationContext, shots: ShotsResource
     context.log.info(f"{len(plan.new)} new shot(s), {len(plan.changed)} edited, {len(manifest.errors)} bad row(s)")
     return SensorResult(
         run_requests=run_requests,
+        asset_events=[batch_cost(ordered, manifest, catalog, budget)],
         dynamic_partitions_requests=[
             *([shots_partitions.build_add_request(plan.new)] if plan.new else []),
             *([shots_partitions.build_delete_request(removable)] if removable else []),
         ],
         cursor=cursor(len(existing) + len(plan.new) - len(removable)),
+    )
+
+
+def batch_cost(ordered: list[str], manifest: Manifest, catalog: CatalogResource, budget: BudgetResource):
+    """What paying for the pending shots would cost now (`hailuo materialize --dry-run`'s figures), as an
+    observation of hailuo_video: visible in the UI before the generation sensor is turned on."""
+    ledger = catalog.ledger()
+    plan = plan_shots(ordered, manifest, ledger)
+    total, today = ledger.committed_usd()
+    prices = ledger.prices(ENDPOINT_ID, set(DURATIONS_SECONDS))
+    estimate = estimate_batch(plan, plan.targets(), manifest, prices, budget.budget(), total, today)
+    found = estimate.as_dict()
+    return AssetObservation(
+        asset_key=hailuo_video.key,
+        description=f"paying for the pending shots now would cost ${estimate.total_usd:.2f} "
+        f"({len(estimate.to_pay)} video(s)); nothing is paid until shots_generation_sensor is on",
+        metadata={
+            "would_pay_usd": MetadataValue.float(float(estimate.total_usd)),
+            "would_pay_videos": len(estimate.to_pay),
+            "would_reuse": len(estimate.reused),
+            "would_resume": len(estimate.resumed),
+            "held_for_a_person": len(estimate.held),
+            "over_budget": len(estimate.over_budget),
+            "budgets": MetadataValue.json(found["budgets"]),
+            "estimate": MetadataValue.md("\n".join(f"- {line.strip()}" for line in estimate.lines())),
+        },
     )
 
 
