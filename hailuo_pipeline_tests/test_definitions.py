@@ -41,4 +41,9 @@ def test_lineage_kinds_pool_and_retry_policy():
     assert assets_def.op.pool == "fal"
     assert assets_def.op.retry_policy.max_retries == 3
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"videos_match_requests", "costs_match_price_table", "no_paid_video_lost"}
+    assert checks == {
+        "videos_match_requests",
+        "costs_match_price_table",
+        "no_paid_video_lost",
+        "fal_usage_matches_ledger",
+    }

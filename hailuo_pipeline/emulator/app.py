@@ -153,8 +153,9 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
             return job
         if state.take_html_fault("status") or state.take_job_count(job, "status_html"):
             return HTMLResponse(INGRESS_PAGE.format(code="OK"))
-        if job.faults.status is not None:
-            return JSONResponse(job.faults.status)
+        lies = job.faults
+        if lies.status is not None and (lies.status_times is None or state.take_job_count(job, "status_times")):
+            return JSONResponse(lies.status)
         now = time.monotonic()
         phase = job.phase(now)
         owner, alias = request.path_params["owner"], request.path_params["alias"]

@@ -26,6 +26,7 @@ class JobFaults:
     request_id: str | None = None  # the submit answers with this id (malformed, a path, too long...)
     replay_id: bool = False  # the submit answers with the id it gave the previous job (one job, two shots)
     status: Any = None  # status calls answer 200 with this body (missing or wrong-typed fields)
+    status_times: int | None = None  # ... the next N of them (None: every one)
     status_html: int = 0  # the next N status calls answer 200 with an HTML page
     result: Any = None  # result calls answer 200 with this body
     result_html: int = 0

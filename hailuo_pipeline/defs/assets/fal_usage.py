@@ -6,9 +6,11 @@ from datetime import date
 from typing import Any
 
 from dagster import (
+    AllPartitionMapping,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
     AssetSpec,
     DailyPartitionsDefinition,
@@ -50,7 +52,8 @@ def reconciliation_metadata(result: DayReconciliation) -> dict[str, Any]:
     specs=[
         AssetSpec(
             "fal_usage",
-            deps=[hailuo_video],
+            # every shot's video feeds every day's bill: no shot maps to one day
+            deps=[AssetDep(hailuo_video, partition_mapping=AllPartitionMapping())],
             skippable=True,
             group_name="reporting",
             kinds={"duckdb"},
