@@ -81,7 +81,7 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorState:
     state = emulator_server.state
     state.reset()
     pricing._asked.clear()  # what this process learnt of the account's price went with the reset
-    pricing._said_unreachable.clear()
+    pricing._unreachable.clear()
     state.config.latency = Latency(queue_seconds=0.2, inference_seconds=0.4, jitter_seconds=0.0)
     return state
 

@@ -226,7 +226,7 @@ def test_a_per_second_price_and_an_unreachable_pricing_api(workspace, emulator):
     summary = materialize()
     assert summary.succeeded == ["s1"] and prices(workspace) == []  # the table's price, said in the run's log
     assert query(workspace, "SELECT cost_usd FROM requests") == [(Decimal("0.1900"),)]
-    pricing._said_unreachable.clear()
+    pricing._unreachable.clear()
     emulator.configure({"account_price": {"unit_price": 0.03, "unit": "second", "currency": "USD"}})
     write_shots(workspace, [{"shot_id": "s1", "prompt": "p1"}, {"shot_id": "s2", "prompt": "p2", "duration": "10"}])
     assert materialize().succeeded == ["s2"]
@@ -283,3 +283,21 @@ def test_the_manifest_sensor_shows_what_the_pending_shots_would_cost(workspace, 
     assert observation.metadata["would_pay_videos"].value == 2
     assert "would cost $0.51" in (observation.description or "")
     assert emulator.stats()["submissions"] == 0
+
+
+def test_the_orphan_sensor_settles_an_ambiguous_submit_and_resumes_it(workspace, emulator):
+    """The default path that runs by itself: within a tick, the submit whose answer was lost is found in fal's
+    history and a resume-only run (which never submits) is requested for it."""
+    from dagster import DagsterInstance
+
+    from hailuo_pipeline.defs.automation.sensors import orphaned_requests_sensor
+    from hailuo_pipeline_tests.helpers import tick_sensor
+
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"cut_submit_answers": 1}})
+    materialize()
+    with DagsterInstance.get() as instance:
+        (run,) = tick_sensor(orphaned_requests_sensor, instance)
+    assert run.run_config["ops"]["hailuo_shots"]["config"]["resume_only"] is True and run.partition_key == "s1"
+    assert rows(workspace) == [("submitted", True, Decimal(0), Decimal("0.1900"))]
+    assert emulator.stats()["submissions"] == 1

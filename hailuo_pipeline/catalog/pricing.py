@@ -59,7 +59,7 @@ def fal_prices(price: Price, base: Mapping[int, Decimal]) -> dict[int, FalPrice]
 
 
 _asked: dict[tuple[str, str], tuple[float, Price]] = {}
-_said_unreachable: set[str] = set()
+_unreachable: dict[tuple[str, str], float] = {}  # not asked again (nor said again) for the cache's time
 
 
 def check_prices_with_fal(catalog: LedgerStore, platform: PlatformClient, endpoint: str) -> list[str]:
@@ -68,13 +68,13 @@ def check_prices_with_fal(catalog: LedgerStore, platform: PlatformClient, endpoi
     said once per process."""
     key = (platform.base_url, endpoint)
     cached = _asked.get(key)
+    if key in _unreachable and time.monotonic() - _unreachable[key] < CACHE_SECONDS:
+        return []
     if cached is None or time.monotonic() - cached[0] > CACHE_SECONDS:
         try:
             price = platform.pricing([endpoint]).get(endpoint)
         except PlatformError as exc:
-            if platform.base_url in _said_unreachable:
-                return []
-            _said_unreachable.add(platform.base_url)
+            _unreachable[key] = time.monotonic()
             return [f"fal's price could not be read ({exc}); reserving at the price table's prices"]
         if price is None:
             return [f"fal's pricing API has no price for {endpoint}; reserving at the price table's prices"]

@@ -90,6 +90,12 @@ class PlatformClient:
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
 
+    def brief(self) -> PlatformClient:
+        """The same client for a call on a hot path (a batch waits on it): 5 s and two attempts at most."""
+        return PlatformClient(
+            self.base_url, self.key, self.admin_key, deadline_seconds=5.0, attempts=2, backoff_seconds=0.2
+        )
+
     # -- the three APIs --------------------------------------------------------------------
     def pricing(self, endpoint_ids: Sequence[str]) -> dict[str, Price]:
         """The account's unit price per endpoint (custom pricing and discounts included)."""

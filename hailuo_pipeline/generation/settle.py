@@ -52,7 +52,7 @@ def prices_from_fal(ledger: RequestLedger, endpoint_id: str) -> list[str]:
     """Before a batch's first reservation: the account's price at fal, recorded when it differs (no FAL_KEY:
     the price table's)."""
     platform = Settings.from_env().platform()
-    return [] if platform is None else check_prices_with_fal(ledger.store, platform, endpoint_id)
+    return [] if platform is None else check_prices_with_fal(ledger.store, platform.brief(), endpoint_id)
 
 
 def settle_with_fal(

@@ -25,8 +25,12 @@ ADMIN_LINE = "x-emulator-admin:"  # the last line `hailuo emulator` prints befor
 @dataclass(frozen=True)
 class EmulatorProcess:
     process: subprocess.Popen[bytes]
-    fal_env: dict[str, str]  # what points fal_client at it: FAL_QUEUE_RUN_HOST and SSL_CERT_FILE (its CA)
+    fal_env: dict[str, str]  # what points fal_client (and the Platform client) at it: FAL_EXPORTS
     admin_token: str  # for its control endpoints (/_emulator/config, /reset, /stats)
+
+
+# what points fal_client and the Platform client at the emulator (FAL_ADMIN_KEY: the key its usage API answers to)
+FAL_EXPORTS = ("FAL_QUEUE_RUN_HOST", "SSL_CERT_FILE", "HAILUO_FAL_PLATFORM_URL", "FAL_ADMIN_KEY")
 
 
 def start_emulator_process(
@@ -66,7 +70,7 @@ def start_emulator_process(
     lines = [line.strip() for line in text.splitlines()]
     exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export "))
     admin = next(line.removeprefix(ADMIN_LINE).strip() for line in lines if line.startswith(ADMIN_LINE))
-    fal_env = {name: exports[name] for name in ("FAL_QUEUE_RUN_HOST", "SSL_CERT_FILE")}
+    fal_env = {name: exports[name] for name in FAL_EXPORTS if name in exports}
     while True:  # printed before uvicorn listens: answered once it does
         try:
             health = f"https://{fal_env['FAL_QUEUE_RUN_HOST']}/_emulator/health"
