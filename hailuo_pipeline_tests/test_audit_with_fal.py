@@ -55,6 +55,21 @@ def test_a_submit_that_never_reached_fal_is_released_at_zero_then_paid_once(work
     assert materialize().requested == []  # and never again
 
 
+def test_a_job_of_no_row_sent_around_then_is_never_released_over(workspace, emulator, monkeypatch):
+    """No job matches the submit's arguments, but fal's history holds one sent then that no row of the ledger
+    claims (fal echoing the arguments otherwise would look like this): the money stays held, for a person."""
+    monkeypatch.setenv("HAILUO_FAL_HISTORY_MARGIN_SECONDS", "0.01")
+    write_shots(workspace, ONE)
+    emulator.configure({"faults": {"lose_submits": 1}})
+    materialize()
+    stranger = bill_outside_the_ledger("somebody else's")
+    again = materialize()
+    assert again.requested == [] and emulator.stats()["submissions_by_prompt"].get("a harbour at dawn") is None
+    (said,) = [note for note in again.notes if "belong to no row of the ledger" in note]
+    assert stranger in said, said
+    assert rows(workspace) == [("ambiguous", False, Decimal(0), Decimal("0.1900"))]
+
+
 def test_before_fals_listing_has_had_time_the_submit_is_held_and_it_is_said_when(workspace, emulator):
     write_shots(workspace, ONE)
     emulator.configure({"faults": {"lose_submits": 1}})

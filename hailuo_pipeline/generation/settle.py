@@ -86,23 +86,40 @@ def _settle_ambiguous(
     settled: list[Settled] = []
     for row in rows:
         sent = row.created_at
-        candidates = [
+        nearby = [
             item
             for item in history
-            if item.request_id not in held
-            and sent - CLOCK_SKEW <= item.sent_at <= sent + SEND_WINDOW + CLOCK_SKEW
-            and arguments_digest(item.json_input) == row.arguments_sha256
+            if item.request_id not in held and sent - CLOCK_SKEW <= item.sent_at <= sent + SEND_WINDOW + CLOCK_SKEW
         ]
-        settled.append(_settle_one(ledger, row, candidates, now >= sent + margin, sent + margin))
+        candidates = [item for item in nearby if arguments_digest(item.json_input) == row.arguments_sha256]
+        # a job sent then that matches no submit of ours could be this one, echoed otherwise: never released over it
+        others = [item for item in nearby if item not in candidates]
+        settled.append(
+            _settle_one(ledger, row, candidates or others, bool(candidates), now >= sent + margin, sent + margin)
+        )
         if len(candidates) == 1:
             held.add(candidates[0].request_id)
     return settled
 
 
 def _settle_one(
-    ledger: RequestLedger, row: RequestRow, candidates: list[HistoryItem], listed_long_enough: bool, after: datetime
+    ledger: RequestLedger,
+    row: RequestRow,
+    candidates: list[HistoryItem],
+    matched: bool,
+    listed_long_enough: bool,
+    after: datetime,
 ) -> Settled:
+    """`candidates`: the unclaimed jobs with the submit's arguments (`matched`), or else those sent around then."""
     shot, key = row.shot_id, row.request_key
+    if candidates and not matched:
+        ids = ", ".join(c.request_id for c in candidates[:10])
+        said = (
+            f"{shot}: no job in fal's request history has the arguments the submit of "
+            f"{row.created_at:%Y-%m-%d %H:%M:%S} UTC sent, but {len(candidates)} job(s) sent around then belong to "
+            f"no row of the ledger ({ids}); left ambiguous for a person: look them up on the fal dashboard"
+        )
+        return Settled(shot, key, "unmatched", said)
     when = f"{row.created_at:%Y-%m-%d %H:%M:%S} UTC"
     if len(candidates) == 1:
         found = candidates[0].request_id
