@@ -62,6 +62,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         resubmit_ambiguous=args.resubmit_ambiguous,
         retry_refused=args.retry_refused,
         repay_lost=args.repay_lost,
+        retake_rejected=args.retake_rejected,
         dry_run=args.dry_run,
         concurrency=args.concurrency,
         shots_per_run=args.shots_per_run,
@@ -80,6 +81,18 @@ def print_outcome(summary: MaterializeSummary) -> None:
     for shot, reason in summary.failed.items():
         print(f"  failed {shot}: {reason.cause}")
         print(f"    Fix: {reason.fix}")
+
+
+def cmd_verdict(args: argparse.Namespace) -> int:
+    from hailuo_pipeline.catalog.backends import open_catalog
+    from hailuo_pipeline.catalog.ledger import RequestLedger
+
+    row = RequestLedger(open_catalog(Settings.from_env().catalog_location)).record_verdict(
+        args.shot, args.take, args.verdict, args.note
+    )
+    said = {"approve": "approved", "reject": "rejected", "withdraw": "no verdict now"}[args.verdict]
+    print(f"{row.shot_id} take {row.take} (fal request {row.request_id}): {said}")
+    return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -238,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pay again for shots whose paid video was lost at fal (every such shot, or the named ones)",
     )
+    run.add_argument(
+        "--retake-rejected",
+        action="store_true",
+        help="pay for one new take of each shot whose latest take was rejected (all such shots, or the named ones)",
+    )
     run.add_argument("--dry-run", action="store_true", help="say what it would pay for, and pay for nothing")
     run.add_argument("--format", choices=["table", "json"], default="table", help="--dry-run's output")
     run.add_argument(
@@ -253,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the catalog's cost summary")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     report.set_defaults(func=cmd_report)
+
+    verdict = commands.add_parser("verdict", help="approve or reject a delivered take (default: the latest)")
+    verdict.add_argument("shot")
+    verdict.add_argument("verdict", choices=["approve", "reject", "withdraw"])
+    verdict.add_argument("--take", type=int, help="the take number (default: the shot's latest delivered take)")
+    verdict.add_argument("--note", help="why, kept with the verdict")
+    verdict.set_defaults(func=cmd_verdict)
 
     audit = commands.add_parser("reconcile", help="check the ledger against what fal billed, per UTC day")
     audit.add_argument(

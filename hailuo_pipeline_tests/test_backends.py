@@ -15,8 +15,9 @@ from hailuo_pipeline.catalog.backends import open_catalog
 from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions
 from hailuo_pipeline.catalog.ledger import BudgetExceededError, RequestLedger
 from hailuo_pipeline.catalog.report import build_report
-from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, utcnow
+from hailuo_pipeline.catalog.rows import Budget, NewRequest, Status, VideoRow, utcnow
 from hailuo_pipeline.catalog.schema import LATEST_VERSION, MIGRATIONS
+from hailuo_pipeline.catalog.transitions import VerdictError
 from hailuo_pipeline.generation.submit import SubmittedIds
 from hailuo_pipeline.model_limits import ENDPOINT_ID
 
@@ -216,10 +217,13 @@ PLANNER_OPTIONS = [
     ClaimOptions(resubmit_ambiguous=True),
     ClaimOptions(retry_refused=True),
     ClaimOptions(repay_lost=True),
+    ClaimOptions(retake_rejected=True),
 ]
 
 
-@pytest.mark.parametrize("options", PLANNER_OPTIONS, ids=["plain", "new_take", "resubmit", "retry", "repay_lost"])
+@pytest.mark.parametrize(
+    "options", PLANNER_OPTIONS, ids=["plain", "new_take", "resubmit", "retry", "repay_lost", "retake"]
+)
 def test_the_planner_answers_as_the_claim_on_a_varied_ledger(database, options):
     """The planner reads, for many shots at once, only the rows the judge depends on; the step's claim reads all
     of a shot's rows. Over a varied ledger (every status, several inputs per shot, live, silent, dead and
@@ -264,6 +268,8 @@ def test_the_planner_answers_as_the_claim_on_a_varied_ledger(database, options):
                         "INSERT INTO videos VALUES (?, ?, ?, 'p', 'h', 1, 1, 1, 1.0, 1, 6.0, NULL, ?)",
                         [f"r{shot}-{take}", key, f"s{shot}", now],
                     )
+                    verdict = rng.choice([None, None, "approve", "reject"])
+                    t.execute("UPDATE requests SET verdict = ? WHERE request_key = ?", [verdict, key])
     ledger = RequestLedger(database, alive=lambda owner: owner != "dead")
     shots = [f"s{i}" for i in range(120)]
     planned = ledger.judge_shots({s: (lambda r, s=s: r.fingerprint == f"fp-{s}") for s in shots}, options)
@@ -377,3 +383,31 @@ def test_rows_of_earlier_versions_sharing_a_request_id_are_made_ambiguous_by_the
             ("first", "succeeded", "fal-1", Decimal("0.1900"), Decimal("0.0000")),
             ("replayed", "ambiguous", None, Decimal("0.0000"), Decimal("0.1900")),
         ]
+
+
+def test_verdicts_are_kept_as_history_and_one_take_of_a_shot_is_approved(database):
+    ledger = RequestLedger(database)
+    for take in (1, 2):  # two runs, each paying for a take
+        request = NewRequest("s", "fp-s", ENDPOINT_ID, {}, 6, f"run-{take}", "s", f"w{take}")
+        row = ledger.claim(request, Budget(), ClaimOptions(new_take=True)).row
+        ledger.mark_submitted(row.request_key, f"fal-{take}")
+        ledger.mark_completed(row.request_key, {"video": {"url": "u"}}, "u", 1.0)
+        video = VideoRow(f"fal-{take}", row.request_key, "s", f"p{take}", "h", 1, 1, 1, 1, 1, 6, "u")
+        ledger.record_video(row.request_key, video)
+    assert ledger.record_verdict("s", None, "reject", "too dark").take == 2  # the latest by default
+    assert ledger.record_verdict("s", 1, "approve").verdict == "approve"
+    assert ledger.record_verdict("s", 2, "approve").verdict == "approve"  # the approval moves to take 2
+    with database.transaction(read_only=True) as t:
+        history = t.execute("SELECT take, verdict, note FROM verdicts ORDER BY decided_at, take")
+        latest = t.execute("SELECT take, verdict FROM requests WHERE shot_id = 's' ORDER BY take")
+    assert [tuple(r) for r in history] == [
+        (2, "reject", "too dark"),
+        (1, "approve", None),
+        (1, "withdraw", "take 2 approved instead"),
+        (2, "approve", None),
+    ]
+    assert [tuple(r) for r in latest] == [(1, None), (2, "approve")]
+    with pytest.raises(VerdictError, match="no delivered take 7"):
+        ledger.record_verdict("s", 7, "reject")
+    with pytest.raises(VerdictError, match="has no delivered take"):
+        ledger.record_verdict("nobody", None, "approve")

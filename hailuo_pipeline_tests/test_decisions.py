@@ -82,6 +82,7 @@ OPTIONS = {
     "resubmit_ambiguous": ClaimOptions(resubmit_ambiguous=True),
     "retry_refused": ClaimOptions(retry_refused=True),
     "repay_lost": ClaimOptions(repay_lost=True),
+    "retake_rejected": ClaimOptions(retake_rejected=True),
 }
 S, W, R, A, F, L, X = (
     ClaimKind.SUBMIT,
@@ -122,6 +123,21 @@ STATUS_TABLE = {
     ),
     "lost, then edited": ([row(Status.LOST, owner=None, fingerprint="old")], [S] * 5),
     "refused, then edited": ([row(Status.FAILED, owner=None, permanent_failure=True, fingerprint="old")], [S] * 5),
+    # verdicts: only --retake-rejected pays for a new take of a rejected one, once per run (a sixth column)
+    "succeeded, rejected": ([row(Status.SUCCEEDED, owner=None, verdict="reject")], [X, S, X, X, X, S]),
+    "succeeded, approved": ([row(Status.SUCCEEDED, owner=None, verdict="approve")], [X, S, X, X, X, X]),
+    "rejected, retaken in this very run": (
+        [row(Status.SUCCEEDED, owner=None, verdict="reject", run_id="run-2")],
+        [X] * 6,
+    ),
+    "rejected, its retake failed for a passing reason": (
+        [row(Status.FAILED, owner=None), row(Status.SUCCEEDED, owner=None, verdict="reject")],
+        [X, S, X, X, X, S],
+    ),
+    "rejected, its retake ambiguous": (
+        [row(Status.AMBIGUOUS, owner=None), row(Status.SUCCEEDED, owner=None, verdict="reject")],
+        [X, A, X, X, X, A],
+    ),
 }
 
 
@@ -129,6 +145,7 @@ STATUS_TABLE = {
 @pytest.mark.parametrize("case", list(STATUS_TABLE))
 def test_the_judge_over_every_status_and_option(case, option):
     rows, answers = STATUS_TABLE[case]
+    answers = answers if len(answers) == len(OPTIONS) else [*answers, answers[0]]  # no verdict: retake as plain
     decision = decide(rows, OPTIONS[option])
     assert decision.kind is answers[list(OPTIONS).index(option)], (case, option, decision)
     assert (decision.expire is not None) is (case == "reserved, submitter dead")

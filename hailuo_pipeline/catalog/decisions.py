@@ -48,6 +48,7 @@ class ClaimOptions:
     resubmit_ambiguous: bool = False
     retry_refused: bool = False
     repay_lost: bool = False  # the only way a shot whose paid video was lost is paid for again
+    retake_rejected: bool = False  # pay for one new take of a shot whose latest take was rejected (once per run)
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,10 @@ def _judge_settled(
 ) -> Decision:
     """The judge, for a shot with nothing in flight."""
     same = [r for r in rows if same_inputs(r)]
-    new_take_here = options.new_take and not any(r.run_id == run_id for r in same if run_id is not None)
+    paid_in_this_run = any(r.run_id == run_id for r in same if run_id is not None)
     delivered = next((r for r in same if r.status is Status.SUCCEEDED), None)
-    if delivered is not None and not new_take_here:
+    retake = options.retake_rejected and delivered is not None and delivered.verdict == "reject"
+    if delivered is not None and not ((options.new_take or retake) and not paid_in_this_run):
         return Decision(ClaimKind.REUSE, delivered)
     latest = same[0] if same else None
     if latest is None:

@@ -33,6 +33,9 @@ SELECT
     count(*) FILTER (WHERE status = '{Status.AMBIGUOUS}') AS ambiguous,
     count(*) FILTER (WHERE status = '{Status.LOST}') AS lost_requests,
     coalesce(sum(cost_usd) FILTER (WHERE status = '{Status.LOST}'), 0) AS lost_usd,
+    count(*) FILTER (WHERE verdict = 'approve') AS approved_takes,
+    count(*) FILTER (WHERE verdict = 'reject') AS rejected_takes,
+    coalesce(sum(cost_usd) FILTER (WHERE verdict = 'reject'), 0) AS rejected_usd,
     count(*) FILTER (WHERE possible_double_charge) AS possible_double_charges,
     count(DISTINCT shot_id) AS shots,
     avg(wall_seconds) FILTER (WHERE status = '{Status.SUCCEEDED}') AS latency_mean_seconds,
@@ -173,6 +176,11 @@ def render_report(catalog: CatalogDatabase, budget: Budget, lease_seconds: float
         f"requests {s['requests']} | succeeded {s['succeeded']} | retries {s['retries']} | failures "
         f"{s['failures']} | cancelled {s['cancellations']} | ambiguous {s['ambiguous']}",
     ]
+    if s["approved_takes"] or s["rejected_takes"]:
+        lines.append(
+            f"verdicts: {s['approved_takes']} take(s) approved, {s['rejected_takes']} rejected "
+            f"(${s['rejected_usd']:.2f} spent on rejected takes)"
+        )
     if s["lost_requests"]:
         lines.append(f"lost ${s['lost_usd']:.2f}: {s['lost_requests']} paid request(s) whose video fal no longer had")
     if s["orphans"]:

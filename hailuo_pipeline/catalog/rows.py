@@ -74,6 +74,7 @@ class RequestRow:
     attempts: int
     arguments_sha256: str | None = None  # the digest of exactly what the submit sent (fal's json_input matches it)
     history_checked: bool = False  # fal's request history was asked for this lost request's result
+    verdict: str | None = None  # a delivered take's latest verdict: "approve", "reject", or none
 
     @property
     def held_usd(self) -> Decimal:
@@ -89,7 +90,7 @@ ROW_COLUMNS = (
     "request_key, request_id, shot_id, take, fingerprint, status, duration_seconds, price_usd, cost_usd, reserved_usd, "
     "video_url, owner, heartbeat_at, run_id, created_at, submitted_at, started_at, completed_at, "
     "possible_double_charge, coalesce(permanent_failure, false), error_type, error_message, arguments_json, attempts, "
-    "arguments_sha256, coalesce(history_checked, false)"
+    "arguments_sha256, coalesce(history_checked, false), verdict"
 )
 
 

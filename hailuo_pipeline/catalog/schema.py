@@ -261,6 +261,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "prices.effective_at: the moment a price took effect (fal's pricing may change one during a day)",
         "ALTER TABLE prices ADD COLUMN effective_at TIMESTAMP;",
     ),
+    (
+        10,
+        "verdicts on delivered takes (approve, reject, withdraw), kept as history; requests.verdict: a take's latest",
+        """
+        CREATE TABLE verdicts (
+            request_key VARCHAR NOT NULL,
+            shot_id VARCHAR NOT NULL,
+            take INTEGER NOT NULL,
+            verdict VARCHAR NOT NULL,
+            note VARCHAR,
+            decided_at TIMESTAMP NOT NULL
+        );
+        ALTER TABLE requests ADD COLUMN verdict VARCHAR;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -25,7 +25,7 @@ from hailuo_pipeline.catalog.store import migrate
 from hailuo_pipeline.redact import redact
 
 MARGIN = timedelta(minutes=5)  # longer than any ledger transaction stays open
-WHOLE_TABLES = ("prices", "shots", "schema_version", "fal_usage")  # small: copied whole every time
+WHOLE_TABLES = ("prices", "shots", "schema_version", "fal_usage", "verdicts")  # small: copied whole every time
 META = "snapshot_meta"
 
 

@@ -112,6 +112,16 @@ class SqlLedgerTransaction(ABC):
                 [list(ended), list(ended.values())],
             )
 
+    def add_verdict(self, row: RequestRow, verdict: str, note: str | None, at: datetime) -> None:
+        self.execute(
+            "INSERT INTO verdicts VALUES (?, ?, ?, ?, ?, ?)",
+            [row.request_key, row.shot_id, row.take, verdict, note, at],
+        )
+        self.execute(
+            "UPDATE requests SET verdict = ? WHERE request_key = ?",
+            [None if verdict == "withdraw" else verdict, row.request_key],
+        )
+
     def requested_shots(self) -> set[str]:
         return {shot for (shot,) in self.execute("SELECT DISTINCT shot_id FROM requests")}
 

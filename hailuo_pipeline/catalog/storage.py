@@ -51,6 +51,10 @@ class LedgerTransaction(Protocol):
         """The shots with any request."""
         ...
 
+    def add_verdict(self, row: RequestRow, verdict: str, note: str | None, at: datetime) -> None:
+        """A verdict on a delivered take, kept as history; the take's latest verdict set on its row."""
+        ...
+
     def store_usage(self, day: date, endpoint: str, line: Mapping[str, Any] | None, fetched_at: datetime) -> None:
         """fal's billed usage of `endpoint` on `day` (None: fal billed nothing), replacing what was stored."""
         ...

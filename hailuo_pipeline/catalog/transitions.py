@@ -10,9 +10,15 @@ from typing import Any
 from hailuo_pipeline.catalog.decisions import LEASE_SECONDS, OwnerAlive, owner_alive
 from hailuo_pipeline.catalog.rows import ACTIVE, PAID, PROGRESS_ORDER, RequestRow, Status, VideoRow
 from hailuo_pipeline.catalog.storage import LedgerStore, LedgerTransaction
+from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.redact import redact
 
 MESSAGE_CHARS = 4000
+VERDICTS = ("approve", "reject", "withdraw")
+
+
+class VerdictError(HailuoError):
+    """A verdict that cannot be recorded: no such delivered take, or no such verdict."""
 
 
 def one_row(t: LedgerTransaction, request_key: str) -> RequestRow:
@@ -185,6 +191,31 @@ class LedgerTransitions:
             "possible_double_charge": row.possible_double_charge or possible_double_charge,
         }
         self._change(t, row, values, message)
+
+    def record_verdict(self, shot_id: str, take: int | None, verdict: str, note: str | None = None) -> RequestRow:
+        """Approve, reject or withdraw a delivered take of a shot (its latest when `take` is None); approving one
+        withdraws the approval of the shot's other takes (a shot has one approved take). The take's row after."""
+        if verdict not in VERDICTS:
+            raise VerdictError(f"the verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+        with self.store.transaction(decides=True) as t:
+            delivered = [r for r in t.requests(shot_id=shot_id) if r.status is Status.SUCCEEDED]
+            if not delivered:
+                raise VerdictError(f"shot {shot_id!r} has no delivered take to judge")
+            takes = sorted(r.take for r in delivered)
+            chosen = (
+                max(delivered, key=lambda r: r.take)
+                if take is None
+                else next((r for r in delivered if r.take == take), None)
+            )
+            if chosen is None:
+                raise VerdictError(f"shot {shot_id!r} has no delivered take {take} (its takes: {takes})")
+            now = t.now()
+            if verdict == "approve":
+                for other in delivered:
+                    if other.request_key != chosen.request_key and other.verdict == "approve":
+                        t.add_verdict(other, "withdraw", f"take {chosen.take} approved instead", now)
+            t.add_verdict(chosen, verdict, None if note is None else redact(note)[:MESSAGE_CHARS], now)
+            return one_row(t, chosen.request_key)
 
     def add_polls(self, request_key: str, polls: int) -> None:
         if polls:

@@ -121,6 +121,7 @@ def materialize(
     resubmit_ambiguous: bool = False,
     retry_refused: bool = False,
     repay_lost: bool = False,
+    retake_rejected: bool = False,
     dry_run: bool = False,
     concurrency: int | None = None,
     shots_per_run: int | None = SHOTS_PER_RUN,
@@ -139,7 +140,7 @@ def materialize(
         ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
         ledger.record_dead_reservations()
         settled = [s.said for s in settle_on_default_path(ledger)]  # before planning: a released shot is paid once
-        options = ClaimOptions(new_take, resubmit_ambiguous, retry_refused, repay_lost)
+        options = ClaimOptions(new_take, resubmit_ambiguous, retry_refused, repay_lost, retake_rejected)
         plan = plan_shots(registered, manifest, ledger, options)
         summary = MaterializeSummary(requested=list(shot_ids or plan.targets()))
         if not shot_ids:
@@ -157,6 +158,7 @@ def materialize(
             "resubmit_ambiguous": resubmit_ambiguous,
             "retry_refused": retry_refused,
             "repay_lost": repay_lost,
+            "retake_rejected": retake_rejected,
             **({"concurrency": concurrency} if concurrency else {}),
         }
         delivered: set[str] = set()

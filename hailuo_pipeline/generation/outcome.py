@@ -16,6 +16,7 @@ class GenerationOptions:
     resubmit_ambiguous: bool = False
     retry_refused: bool = False
     repay_lost: bool = False
+    retake_rejected: bool = False
     resume_only: bool = False  # deliver requests left behind; never submit
     budget: Budget = field(default_factory=Budget)
     remote_images: RemotePolicy = field(default_factory=RemotePolicy)
@@ -23,7 +24,9 @@ class GenerationOptions:
 
     @property
     def claims(self) -> ClaimOptions:
-        return ClaimOptions(self.new_take, self.resubmit_ambiguous, self.retry_refused, self.repay_lost)
+        return ClaimOptions(
+            self.new_take, self.resubmit_ambiguous, self.retry_refused, self.repay_lost, self.retake_rejected
+        )
 
 
 @dataclass

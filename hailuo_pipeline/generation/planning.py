@@ -80,7 +80,7 @@ class ShotPlan:
         held = len(self.silent) + len(self.in_flight) - min(10, len(self.silent)) - min(10, len(self.in_flight))
         if held > 0:
             said.append(f"and {held} more shot(s) leased to other processes, waited for the same way")
-        again: dict[str, dict[str, RequestRow]] = {"ambiguous": {}, "refused": {}, "lost": {}}
+        again: dict[str, dict[str, RequestRow]] = {"ambiguous": {}, "refused": {}, "lost": {}, "rejected": {}}
         for shot_id, before in self.to_generate.items():
             if before is not None and before.status is Status.AMBIGUOUS:
                 again["ambiguous"][shot_id] = before
@@ -88,6 +88,8 @@ class ShotPlan:
                 again["refused"][shot_id] = before
             elif before is not None and before.status is Status.LOST:
                 again["lost"][shot_id] = before
+            elif before is not None and before.verdict == "reject":
+                again["rejected"][shot_id] = before
         if again["ambiguous"]:
             said.append(
                 f"resubmitting {len(again['ambiguous'])} ambiguous shot(s); each may be a second charge, up to "
@@ -106,6 +108,10 @@ class ShotPlan:
             )
         elif self.options.repay_lost:
             said.append("--repay-lost: no shot has a lost video")
+        if again["rejected"]:
+            said.append(f"a new take of {len(again['rejected'])} rejected shot(s): {_names(again['rejected'])}")
+        elif self.options.retake_rejected:
+            said.append("--retake-rejected: no shot's latest take is rejected")
         if self.ambiguous:
             said.append(
                 f"{len(self.ambiguous)} shot(s) have a submit that never got fal's answer (fal may have billed "

@@ -80,6 +80,10 @@ class ShotsConfig(Config):
         default=False,
         description="Send inputs again that fal refused for good (content policy, validation); fal may bill again",
     )
+    retake_rejected: bool = Field(
+        default=False,
+        description="Pay for one new take of each shot whose latest take was rejected (hailuo verdict)",
+    )
     repay_lost: bool = Field(
         default=False,
         description="Pay again for shots whose paid video was lost at fal (billed, never delivered)",
@@ -237,6 +241,7 @@ def make_shots(
                 resubmit_ambiguous=config.resubmit_ambiguous,
                 retry_refused=config.retry_refused,
                 repay_lost=config.repay_lost,
+                retake_rejected=config.retake_rejected,
                 resume_only=config.resume_only,
                 budget=budget.budget(),
                 remote_images=shots.remote_images(),
