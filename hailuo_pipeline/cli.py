@@ -13,13 +13,13 @@ import os
 import signal
 import sys
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from hailuo_pipeline.errors import HailuoError
 from hailuo_pipeline.local_servers.commands import serve_emulator, serve_local_servers
 from hailuo_pipeline.local_servers.emulator import OFFLINE_KEY, start_offline_fal
 from hailuo_pipeline.redact import redact
+from hailuo_pipeline.review.commands import review_command, verdict_command
 from hailuo_pipeline.settings import DEFAULT_CONCURRENCY, SHOTS_PER_RUN, Settings
 
 if TYPE_CHECKING:
@@ -83,18 +83,6 @@ def print_outcome(summary: MaterializeSummary) -> None:
         print(f"    Fix: {reason.fix}")
 
 
-def cmd_verdict(args: argparse.Namespace) -> int:
-    from hailuo_pipeline.catalog.backends import open_catalog
-    from hailuo_pipeline.catalog.ledger import RequestLedger
-
-    row = RequestLedger(open_catalog(Settings.from_env().catalog_location)).record_verdict(
-        args.shot, args.take, args.verdict, args.note
-    )
-    said = {"approve": "approved", "reject": "rejected", "withdraw": "no verdict now"}[args.verdict]
-    print(f"{row.shot_id} take {row.take} (fal request {row.request_id}): {said}")
-    return 0
-
-
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """0: fal and the ledger agree on every day asked; 1: a day differs (listed); 3: a day could not be checked."""
     from hailuo_pipeline.defs.headless import reconcile
@@ -127,17 +115,6 @@ def report_text(fmt: str) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     print(report_text(args.format))
-    return 0
-
-
-def cmd_review(args: argparse.Namespace) -> int:
-    from hailuo_pipeline.catalog.backends import open_catalog
-    from hailuo_pipeline.review.page import write_review
-
-    settings = Settings.from_env()
-    out = Path(args.out) if args.out else settings.data_dir / "review" / "index.html"
-    page, takes = write_review(open_catalog(settings.catalog_location), out, args.dagster_url)
-    print(f"{takes} take(s) in {page}")
     return 0
 
 
@@ -277,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("verdict", choices=["approve", "reject", "withdraw"])
     verdict.add_argument("--take", type=int, help="the take number (default: the shot's latest delivered take)")
     verdict.add_argument("--note", help="why, kept with the verdict")
-    verdict.set_defaults(func=cmd_verdict)
+    verdict.set_defaults(func=verdict_command)
 
     audit = commands.add_parser("reconcile", help="check the ledger against what fal billed, per UTC day")
     audit.add_argument(
@@ -286,9 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(func=cmd_reconcile)
 
     review = commands.add_parser("review", help="write an HTML page to watch every take, with prompts and costs")
+    review.add_argument("--serve", action="store_true", help="serve the review pages at HAILUO_REVIEW_URL")
     review.add_argument("--out", help="the page to write (default: $HAILUO_DATA_DIR/review/index.html)")
     review.add_argument("--dagster-url", default="http://localhost:3000", help="where the page links runs to")
-    review.set_defaults(func=cmd_review)
+    review.set_defaults(func=review_command)
 
     ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the instance the commands use")
     ui.add_argument("--host", default="127.0.0.1")

@@ -34,6 +34,8 @@ _ENVIRONMENT = {
     "fal_platform_url": "HAILUO_FAL_PLATFORM_URL",
     "fal_admin_key": "FAL_ADMIN_KEY",
     "fal_key": "FAL_KEY",
+    "review_url": "HAILUO_REVIEW_URL",
+    "dagster_url": "HAILUO_DAGSTER_URL",
     "allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_HOSTS",
     "fal_queue_host": "FAL_QUEUE_RUN_HOST",  # fal_client's own variable: the host the key is sent to
     "catalog_url": "HAILUO_CATALOG_URL",
@@ -52,6 +54,8 @@ _TEXT = {
     "fal_platform_url",
     "fal_admin_key",
     "fal_key",
+    "review_url",
+    "dagster_url",
 }
 _MAY_BE_ZERO = {"daily_budget_usd", "total_budget_usd"}  # a budget of $0 spends nothing; a timeout of 0 is a mistake
 _FORMER_NAMES = {"allowed_private_hosts": "HAILUO_ALLOWED_PRIVATE_IMAGE_HOSTS"}  # read when the new one is unset
@@ -74,6 +78,8 @@ class Settings:
     fal_platform_url: str = DEFAULT_PLATFORM_URL  # fal's Platform APIs (configuration, trusted like the queue host)
     fal_admin_key: str = field(default="", repr=False)  # fal's usage API needs an admin key; never logged
     fal_key: str = field(default="", repr=False)  # for the Platform APIs; the queue's reaches Dagster as EnvVar
+    review_url: str = "http://127.0.0.1:3001"  # where the review server listens and the `watch` links point
+    dagster_url: str = "http://127.0.0.1:3000"  # where the review server links runs (hailuo ui sets it)
     # comma-separated hosts (or host:port) that fetched URLs, images and fal's videos alike, may use although
     # they are loopback or private ("*": any); the fal host below is allowed too
     allowed_private_hosts: str = ""

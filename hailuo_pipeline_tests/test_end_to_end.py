@@ -11,6 +11,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance
 from hailuo_pipeline.catalog.store import Catalog
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.video.probe import probe_video
+from hailuo_pipeline_tests.helpers import query
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 THREE_SHOTS = [
@@ -73,7 +74,9 @@ def test_three_shots_end_to_end(workspace, emulator):
         assert metadata["resolution"] == "1366x768" and metadata["fps"] == 25.0
         assert metadata["frames"] == duration * 25
         assert metadata["queue_seconds"] is not None and metadata["inference_seconds"] is not None
-        assert metadata["source_url"].startswith("https://127.0.0.1:")
+        assert metadata["fal_source_url_expires"].startswith("https://127.0.0.1:")  # fal's, labelled as such
+        ((key,),) = query(workspace, "SELECT request_key FROM requests WHERE request_id = ?", [request_id])
+        assert metadata["watch"] == f"http://127.0.0.1:3001/takes/{key}"  # the one to click
         image_event = _latest(instance, "source_image", shot_id)
         assert {k: v.value for k, v in image_event.metadata.items()}["width"] == 640
 

@@ -59,6 +59,10 @@ class VideoStore(Protocol):
         """The stored video's size in bytes (None when it is missing): one metadata call, no download."""
         ...
 
+    def read(self, location: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a stored video (what a player seeking in it asks for)."""
+        ...
+
     def sweep_abandoned(self) -> None:
         """Remove partial downloads of processes that died."""
         ...
@@ -94,6 +98,11 @@ class LocalVideoStore:
     def size(self, location: str) -> int | None:
         path = Path(location)
         return path.stat().st_size if path.is_file() else None
+
+    def read(self, location: str, start: int, end: int) -> bytes:
+        with open(location, "rb") as handle:
+            handle.seek(start)
+            return handle.read(max(0, end - start))
 
     def check_writable(self) -> None:
         try:
@@ -170,6 +179,12 @@ class ObjectVideoStore:
             return int(self.fs.info(self._key_of(location))["size"])
         except FileNotFoundError:
             return None
+        except Exception as exc:
+            raise VideoStoreError(f"reading {redact(location)} failed: {redact(exc)}") from exc
+
+    def read(self, location: str, start: int, end: int) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self._key_of(location), start=start, end=end))
         except Exception as exc:
             raise VideoStoreError(f"reading {redact(location)} failed: {redact(exc)}") from exc
 

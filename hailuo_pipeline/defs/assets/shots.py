@@ -46,6 +46,7 @@ from hailuo_pipeline.defs.assets.inputs import (
     prompt_metadata,
     source_image,
 )
+from hailuo_pipeline.defs.assets.video_metadata import shot_metadata
 from hailuo_pipeline.defs.partitions import shots_backfill_policy, shots_partitions
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
 from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
@@ -54,6 +55,7 @@ from hailuo_pipeline.generation.interrupts import BatchStopped, until_stopped
 from hailuo_pipeline.generation.outcome import GenerationOptions, ShotOutcome
 from hailuo_pipeline.generation.runner import ShotGenerator
 from hailuo_pipeline.review.contact_sheet import MAX_TILES, Tile, contact_sheet
+from hailuo_pipeline.settings import Settings
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.remote import RemotePolicy
 from hailuo_pipeline.shots.validation import ShotInputError, ShotRequest, validate_prompt_fields, validate_shot
@@ -100,45 +102,6 @@ class ShotsConfig(Config):
         description="The shots of the run's partition range to handle (empty: all); sensors and `hailuo "
         "materialize` set it, so one run carries a batch whose shots are not next to each other",
     )
-
-
-def shot_metadata(outcome: ShotOutcome) -> dict:
-    """What this run did for the shot. A reused video cost this run nothing and took no queue or inference
-    time here: it says so, and names the request and run that paid for it, so summing `cost_usd` over
-    materializations gives what was spent."""
-    video, request = outcome.video, outcome.request
-    assert video is not None and request is not None
-    metadata: dict = {
-        "request_id": video.request_id,
-        "take": request.take,
-        "cost_usd": 0.0 if outcome.reused else float(request.price_usd),
-        "resumed": outcome.resumed,
-        "reused": outcome.reused,
-        "requested_duration_seconds": request.duration_seconds,
-        "measured_duration_seconds": round(video.duration_seconds, 3),
-        "resolution": f"{video.width}x{video.height}",
-        "fps": video.fps,
-        "frames": video.frames,
-        "total_seconds": round(outcome.seconds, 3),
-        "status_polls": outcome.polls,
-        "path": MetadataValue.url(video.path) if "://" in video.path else MetadataValue.path(video.path),
-        "source_url": MetadataValue.url(video.source_url or ""),
-        "sha256": video.sha256,
-        "bytes": video.bytes,
-    }
-    if outcome.poster:  # Dagster renders Markdown images: the shot is seen, not only described
-        encoded = base64.b64encode(outcome.poster).decode()
-        metadata["poster"] = MetadataValue.md(f"![{video.shot_id}](data:image/jpeg;base64,{encoded})")
-    if outcome.reused:
-        metadata["paid_by"] = f"request {request.request_id} (${request.price_usd:.2f}) in run {request.run_id}"
-    else:
-        metadata["queue_seconds"] = _seconds(request.submitted_at, request.started_at)
-        metadata["inference_seconds"] = _seconds(request.started_at, request.completed_at)
-    return {k: v for k, v in metadata.items() if v is not None}
-
-
-def _seconds(start, end) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None
 
 
 hailuo_video = AssetSpec(
@@ -206,11 +169,12 @@ def make_shots(
             writes.materialize(prompt.key, shot.shot_id, *prompt_fields_metadata(shot, *validate_prompt_fields(shot)))
 
     delivered: list[ShotOutcome] = []
+    review_url = Settings.from_env().review_url
 
     def video_done(outcome: ShotOutcome) -> None:
         """As each shot finishes: its materialization now (overlapping the wait for others), or its failure."""
         if outcome.ok:
-            writes.materialize(hailuo_video.key, outcome.shot_id, shot_metadata(outcome))
+            writes.materialize(hailuo_video.key, outcome.shot_id, shot_metadata(outcome, review_url))
             delivered.append(outcome)
         elif outcome.failure is not None:
             failed[outcome.shot_id] = outcome.failure
@@ -256,7 +220,7 @@ def make_shots(
             input_refused(found[shot_id], failure)
         failed.update(refused)
     writes.drain()
-    if sheet := batch_contact_sheet(delivered, context.run_id):
+    if sheet := batch_contact_sheet(delivered, context.run_id, review_url):
         context.log_event(sheet)
     checks = context.selected_asset_check_keys
     if VIDEOS_MATCH_REQUESTS.key in checks:
@@ -271,7 +235,7 @@ def make_shots(
         raise shots_failure(failed, len(keys))
 
 
-def batch_contact_sheet(delivered: list[ShotOutcome], run_id: str) -> AssetObservation | None:
+def batch_contact_sheet(delivered: list[ShotOutcome], run_id: str, review_url: str) -> AssetObservation | None:
     """The batch's new videos at a glance, as one observation of `hailuo_video` (none without a new video)."""
     tiles = [
         Tile(o.poster, o.shot_id, o.request.take, o.video.duration_seconds, float(o.request.price_usd))
@@ -288,6 +252,7 @@ def batch_contact_sheet(delivered: list[ShotOutcome], run_id: str) -> AssetObser
             "contact_sheet": MetadataValue.md(
                 f"![contact sheet of {len(tiles)} video(s)](data:image/jpeg;base64,{encoded})"
             ),
+            "watch": MetadataValue.url(f"{review_url.rstrip('/')}/runs/{run_id}"),  # every new video, playing
             "videos": len(tiles),
             "cost_usd": round(sum(t.cost_usd for t in tiles), 4),
             "shots": MetadataValue.md(", ".join(t.shot_id for t in tiles[:MAX_TILES])),
