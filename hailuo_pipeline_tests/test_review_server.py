@@ -28,10 +28,8 @@ def client(workspace, store: str | None = None) -> TestClient:
 
 
 def delivered(workspace) -> list[tuple]:
-    return query(
-        workspace,
-        "SELECT r.request_key, r.shot_id, r.run_id, v.path FROM requests r JOIN videos v USING (request_key) ORDER BY 2",
-    )
+    sql = "SELECT r.request_key, r.shot_id, r.run_id, v.path FROM requests r JOIN videos v USING (request_key)"
+    return query(workspace, f"{sql} ORDER BY 2")
 
 
 @pytest.fixture
