@@ -165,15 +165,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Dagster's UI, daemon and code server on this project's instance (becomes `dagster dev`)."""
     from hailuo_pipeline.defs.headless import dagster_dev_command
+    from hailuo_pipeline.local_servers.review import start_review_process
+    from hailuo_pipeline.review.server import claim_review_port
 
     settings = Settings.from_env()
+    claim_review_port(settings.review_url).close()  # in use: said (exit 2), and nothing is served elsewhere
     command, env = dagster_dev_command(settings, args.host, args.port)
+    env["HAILUO_DAGSTER_URL"] = f"http://{args.host}:{args.port}"  # where the review pages link runs
     if args.offline:
         env.update(start_offline_fal(settings.data_dir / "emulator"))
         print(f"offline: fal emulator on {env['FAL_QUEUE_RUN_HOST']} for this session (no money is spent)")
     elif not env.get("FAL_KEY"):
         warning = "FAL_KEY is not set: runs that make videos will fail. Set it, or use `hailuo ui --offline`"
         print(f"{warning} (the bundled fal emulator; no money is spent)", file=sys.stderr)
+    start_review_process(settings.data_dir / "review", env)
+    print(f"review server at {settings.review_url}: the `watch` links of materializations open there")
     sys.stdout.flush()
     # a script's background job ignores Ctrl-C, and an ignored signal survives exec: dagster dev would
     # then map SIGTERM to "ignore" too and could never be stopped (it shuts down on SIGINT or SIGTERM)

@@ -134,3 +134,64 @@ def test_a_taken_port_is_said_not_served_elsewhere():
             claim_review_port(url)
     finally:
         holder.close()
+
+
+def test_hailuo_ui_says_a_taken_review_port_and_stops(workspace, monkeypatch, capsys):
+    from hailuo_pipeline.cli import main
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    monkeypatch.setenv("HAILUO_REVIEW_URL", f"http://127.0.0.1:{holder.getsockname()[1]}")
+    try:
+        assert main(["ui"]) == 2  # before dagster dev is started: nothing is served elsewhere
+    finally:
+        holder.close()
+    assert "the review server cannot listen at" in capsys.readouterr().err
+
+
+def test_the_review_server_of_a_ui_session_serves_and_ends_with_it(workspace, emulator, tmp_path):
+    """`hailuo ui` starts the review server, then becomes `dagster dev` (exec): the server answers at
+    HAILUO_REVIEW_URL and ends when the process it became ends."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from hailuo_pipeline.local_servers import free_port
+    from hailuo_pipeline_tests.helpers import REPO_ROOT, wait_for
+    from hailuo_pipeline_tests.test_cli import stat_state
+
+    write_shots(workspace, [{"shot_id": "a", "prompt": "a"}])
+    assert materialize().succeeded == ["a"]
+    url = f"http://127.0.0.1:{free_port()}"
+    script = (
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "from hailuo_pipeline.local_servers.review import start_review_process\n"
+        "child = start_review_process(Path(os.environ['HAILUO_DATA_DIR']) / 'review', os.environ)\n"
+        "print(json.dumps(child.pid), flush=True)\n"
+        "os.execv(sys.executable, [sys.executable, '-c', 'import sys; sys.stdin.readline()'])\n"
+    )
+    env = {**os.environ, "HAILUO_REVIEW_URL": url, "PYTHONPATH": str(REPO_ROOT)}
+    became = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert became.stdout is not None and became.stdin is not None
+    server = str(json.loads(became.stdout.readline()))
+    ((key,),) = query(workspace, "SELECT request_key FROM requests")
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/takes/{key}", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(answers, timeout=60, what="the review server to answer")
+    finally:
+        became.stdin.close()
+        became.wait(timeout=30)
+    wait_for(lambda: stat_state(server) == "Z", what="the review server to end")

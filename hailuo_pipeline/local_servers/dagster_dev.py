@@ -22,12 +22,17 @@ class LocalDagsterDev:
     cwd: Path
     log_path: Path
     port: int = field(default_factory=free_port)
+    review_port: int = field(default_factory=free_port)  # the review server `hailuo ui` starts beside it
     _process: subprocess.Popen | None = None
     _log: IO[str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def review_url(self) -> str:
+        return self.env.get("HAILUO_REVIEW_URL") or f"http://127.0.0.1:{self.review_port}"
 
     @property
     def pid(self) -> int:
@@ -42,7 +47,7 @@ class LocalDagsterDev:
         self._log = self.log_path.open("w")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "hailuo_pipeline.cli", "ui", "--port", str(self.port), "--host", "127.0.0.1"],
-            env=self.env,
+            env={**self.env, "HAILUO_REVIEW_URL": self.review_url},
             cwd=self.cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -55,7 +55,7 @@ def start_emulator_process(
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=(lambda: _end_with(parent)) if end_with_parent else None,
+            preexec_fn=(lambda: end_with(parent)) if end_with_parent else None,
         )
     deadline = time.monotonic() + timeout_seconds
 
@@ -88,7 +88,7 @@ def start_offline_fal(state_dir: Path) -> dict[str, str]:
     return {**start_emulator_process(state_dir, end_with_parent=True).fal_env, "FAL_KEY": OFFLINE_KEY}
 
 
-def _end_with(parent: int) -> None:
+def end_with(parent: int) -> None:
     """In the child, before it runs the emulator."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
