@@ -122,6 +122,14 @@ class SqlLedgerTransaction(ABC):
             [None if verdict == "withdraw" else verdict, row.request_key],
         )
 
+    def verdicts_since(self, after: datetime | None) -> list[tuple[str, int, str, str | None, datetime]]:
+        found = self.execute(
+            "SELECT shot_id, take, verdict, note, decided_at FROM verdicts WHERE decided_at > coalesce(?, "
+            "CAST('1970-01-01' AS TIMESTAMP)) ORDER BY decided_at",
+            [after],
+        )
+        return [tuple(row) for row in found]  # type: ignore[misc]
+
     def requested_shots(self) -> set[str]:
         return {shot for (shot,) in self.execute("SELECT DISTINCT shot_id FROM requests")}
 

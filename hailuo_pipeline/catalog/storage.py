@@ -51,6 +51,10 @@ class LedgerTransaction(Protocol):
         """The shots with any request."""
         ...
 
+    def verdicts_since(self, after: datetime | None) -> list[tuple[str, int, str, str | None, datetime]]:
+        """Verdicts given after `after` (all: None), oldest first: (shot, take, verdict, note, when)."""
+        ...
+
     def add_verdict(self, row: RequestRow, verdict: str, note: str | None, at: datetime) -> None:
         """A verdict on a delivered take, kept as history; the take's latest verdict set on its row."""
         ...

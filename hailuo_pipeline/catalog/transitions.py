@@ -4,6 +4,7 @@ decided in `ledger.py`."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -216,6 +217,15 @@ class LedgerTransitions:
                         t.add_verdict(other, "withdraw", f"take {chosen.take} approved instead", now)
             t.add_verdict(chosen, verdict, None if note is None else redact(note)[:MESSAGE_CHARS], now)
             return one_row(t, chosen.request_key)
+
+    def verdicts_since(self, after: datetime | None) -> list[tuple[str, int, str, str | None, datetime]]:
+        with self.store.transaction(read_only=True) as t:
+            return t.verdicts_since(after)
+
+    def approved_take(self, shot_id: str) -> RequestRow | None:
+        """The shot's approved take (a shot has one at most), or None."""
+        with self.store.transaction(read_only=True) as t:
+            return next((r for r in t.requests(shot_id=shot_id) if r.verdict == "approve"), None)
 
     def add_polls(self, request_key: str, polls: int) -> None:
         if polls:
