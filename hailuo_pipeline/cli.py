@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     review = commands.add_parser("review", help="write an HTML page to watch every take, with prompts and costs")
     review.add_argument("--serve", action="store_true", help="serve the review pages at HAILUO_REVIEW_URL")
     review.add_argument("--out", help="the page to write (default: $HAILUO_DATA_DIR/review/index.html)")
-    review.add_argument("--dagster-url", default="http://localhost:3000", help="where the page links runs to")
+    review.add_argument("--dagster-url", help="where the page links runs to (default: HAILUO_DAGSTER_URL)")
     review.set_defaults(func=review_command)
 
     ui = commands.add_parser("ui", help="open the Dagster UI (dagster dev) on the instance the commands use")

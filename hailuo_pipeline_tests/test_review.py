@@ -81,7 +81,7 @@ class Links(HTMLParser):
             self.scripts += 1
 
 
-def test_review_page_plays_every_take_and_escapes_what_the_manifest_says(workspace, emulator, capsys):
+def test_review_page_plays_every_take_and_escapes_what_the_manifest_says(workspace, emulator, capsys, monkeypatch):
     write_shots(workspace, [{"shot_id": "a", "prompt": HOSTILE_PROMPT}, {"shot_id": "b", "prompt": "calm sea"}])
     first = materialize()
     assert first.succeeded == ["a", "b"]
@@ -97,9 +97,13 @@ def test_review_page_plays_every_take_and_escapes_what_the_manifest_says(workspa
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
     assert "$0.57 paid" in text
     assert len(parsed.videos) == 3
+    assert text.count("poster='data:image/jpeg;base64,") == 3  # off-screen players show a frame, not black
     for src in parsed.videos:  # each player finds its file from where the page is
         assert (page.parent / unquote(src)).resolve().is_file()
     run_links = {link.rsplit("/", 1)[-1] for link in parsed.links}
     assert set(first.run_ids) <= run_links
     assert all(link.startswith("http://dagster.example:3000/runs/") for link in parsed.links)
     assert text.index("a-take2") < text.index("a-take1")  # newest take first
+    monkeypatch.setenv("HAILUO_DAGSTER_URL", "http://ui.example:4000")  # no flag: the setting, not localhost:3000
+    assert main(["review"]) == 0
+    assert "http://ui.example:4000/runs/" in page.read_text() and "localhost:3000" not in page.read_text()

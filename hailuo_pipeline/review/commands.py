@@ -24,7 +24,8 @@ def review_command(args: argparse.Namespace) -> int:
         serve_review(catalog, open_video_store(settings.video_location), settings.review_url, settings.dagster_url)
         return 0
     out = Path(args.out) if args.out else settings.data_dir / "review" / "index.html"
-    page, takes = write_review(open_catalog(settings.catalog_location), out, args.dagster_url)
+    dagster_url = args.dagster_url or settings.dagster_url
+    page, takes = write_review(open_catalog(settings.catalog_location), out, dagster_url)
     print(f"{takes} take(s) in {page}")
     return 0
 

@@ -26,8 +26,8 @@ ORDER BY v.shot_id, r.take DESC
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; background: #fafafa; color: #222; }
-section { display: flex; gap: 1.5rem; padding: 1rem 0; border-bottom: 1px solid #ddd; }
-video { width: 384px; background: #000; }
+section { display: flex; align-items: flex-start; gap: 1.5rem; padding: 1rem 0; border-bottom: 1px solid #ddd; }
+video { width: 384px; max-height: 60vh; object-fit: contain; background: #000; flex: none; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; margin: 0; }
 dt { color: #666; } .prompt { white-space: pre-wrap; max-width: 60ch; }
 """
@@ -66,8 +66,9 @@ def take_section(row: Mapping[Hashable, Any], page_dir: Path, dagster_url: str) 
     e = html.escape
     shot, take, path, run_id = str(row["shot_id"]), int(row["take"]), str(row["path"]), row["run_id"]
     src = video_src(path, page_dir)
+    poster = poster_data_uri(path)  # an off-screen player shows its first frame, not black
     player = (
-        f"<video controls preload='metadata' src='{e(src)}'></video>"
+        f"<video controls preload='metadata' poster='{e(poster)}' src='{e(src)}'></video>"
         if src is not None
         else f"<p>stored at <code>{e(path)}</code></p>"
     )
@@ -85,6 +86,18 @@ def take_section(row: Mapping[Hashable, Any], page_dir: Path, dagster_url: str) 
         f"<dt>cost</dt><dd>${cost:.2f} (fal request {e(str(row['request_id']))})</dd>"
         f"<dt>run</dt><dd>{run}</dd></dl></section>"
     )
+
+
+def poster_data_uri(path: str) -> str:
+    """The take's poster inlined (the page is shared offline); empty when the video is not a local file."""
+    import base64
+
+    from hailuo_pipeline.generation.delivery import poster_or_none
+
+    if "://" in path or not Path(path).is_file():
+        return ""
+    poster = poster_or_none(Path(path))
+    return f"data:image/jpeg;base64,{base64.b64encode(poster).decode()}" if poster else ""
 
 
 def write_review(catalog: CatalogDatabase, out: Path, dagster_url: str) -> tuple[Path, int]:
