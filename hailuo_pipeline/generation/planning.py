@@ -32,6 +32,37 @@ from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import TRUE_WORDS, Manifest, Shot
 from hailuo_pipeline.shots.validation import quick_problem
 
+# what a plain run pays for again only when asked: (bucket, the option, said when there are some, said when none)
+PAID_AGAIN: tuple[tuple[str, str, Callable[[dict[str, RequestRow]], str], str], ...] = (
+    (
+        "ambiguous",
+        "resubmit_ambiguous",
+        lambda rows: (
+            f"resubmitting {len(rows)} ambiguous shot(s); each may be a second charge, up to "
+            f"${_usd(rows.values()):.2f} in all: {_names(rows)}"
+        ),
+        "--resubmit-ambiguous: no shot has an ambiguous submit",
+    ),
+    (
+        "refused",
+        "retry_refused",
+        lambda rows: f"sending {len(rows)} refused shot(s) again, as asked: {_names(rows)}",
+        "--retry-refused: no shot was refused by fal",
+    ),
+    (
+        "lost",
+        "repay_lost",
+        lambda rows: f"paying again for {len(rows)} shot(s) whose paid video was lost, as asked: {_names(rows)}",
+        "--repay-lost: no shot has a lost video",
+    ),
+    (
+        "rejected",
+        "retake_rejected",
+        lambda rows: f"a new take of {len(rows)} rejected shot(s): {_names(rows)}",
+        "--retake-rejected: no shot's latest take is rejected",
+    ),
+)
+
 
 @dataclass
 class ShotPlan:
@@ -90,28 +121,11 @@ class ShotPlan:
                 again["lost"][shot_id] = before
             elif before is not None and before.verdict == "reject":
                 again["rejected"][shot_id] = before
-        if again["ambiguous"]:
-            said.append(
-                f"resubmitting {len(again['ambiguous'])} ambiguous shot(s); each may be a second charge, up to "
-                f"${_usd(again['ambiguous'].values()):.2f} in all: {_names(again['ambiguous'])}"
-            )
-        elif self.options.resubmit_ambiguous:
-            said.append("--resubmit-ambiguous: no shot has an ambiguous submit")
-        if again["refused"]:
-            said.append(f"sending {len(again['refused'])} refused shot(s) again, as asked: {_names(again['refused'])}")
-        elif self.options.retry_refused:
-            said.append("--retry-refused: no shot was refused by fal")
-        if again["lost"]:
-            said.append(
-                f"paying again for {len(again['lost'])} shot(s) whose paid video was lost, as asked: "
-                f"{_names(again['lost'])}"
-            )
-        elif self.options.repay_lost:
-            said.append("--repay-lost: no shot has a lost video")
-        if again["rejected"]:
-            said.append(f"a new take of {len(again['rejected'])} rejected shot(s): {_names(again['rejected'])}")
-        elif self.options.retake_rejected:
-            said.append("--retake-rejected: no shot's latest take is rejected")
+        for bucket, option, some, none in PAID_AGAIN:
+            if again[bucket]:
+                said.append(some(again[bucket]))
+            elif getattr(self.options, option):
+                said.append(none)
         if self.ambiguous:
             said.append(
                 f"{len(self.ambiguous)} shot(s) have a submit that never got fal's answer (fal may have billed "
