@@ -222,10 +222,10 @@ def make_shots(
     writes.drain()
     if sheet := batch_contact_sheet(delivered, context.run_id, review_url):
         context.log_event(sheet)
-    # a run that made videos is checked; one that made none has nothing to check, and says so by skipping (a
-    # green check there read as a pass); checks executed on their own cover the whole catalog
-    checks = context.selected_asset_check_keys if delivered or hailuo_video.key not in selected else set()
-    if VIDEOS_MATCH_REQUESTS.key in checks:
+    checks = context.selected_asset_check_keys
+    # a run that made no video has none to check: skipped, not passed (a green row there read as a pass). The
+    # catalog-wide checks do have something to check (a paid video lost in this very run among it)
+    if VIDEOS_MATCH_REQUESTS.key in checks and (delivered or hailuo_video.key not in selected):
         yield videos_match_requests(catalog, shots.videos(), context.run_id if hailuo_video.key in selected else None)
     if COSTS_MATCH_PRICE_TABLE.key in checks:
         yield costs_match_price_table(catalog)
