@@ -86,11 +86,6 @@ def lease_live(row: RequestRow, now: datetime, lease_seconds: float, alive: Owne
     return alive(row.owner) is not False
 
 
-def lease_expires_in(row: RequestRow, now: datetime, lease_seconds: float) -> float:
-    beat = row.heartbeat_at or row.created_at
-    return max(0.0, lease_seconds - (now - beat).total_seconds())
-
-
 def last_heard_seconds(row: RequestRow, now: datetime) -> float:
     return max(0.0, (now - (row.heartbeat_at or row.created_at)).total_seconds())
 

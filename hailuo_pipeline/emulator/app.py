@@ -234,8 +234,6 @@ def build_app(state: EmulatorState, admin_token: str) -> Starlette:
         if (code := state.take_http_fault("download")) is not None:
             return _fault_response(code)
         request_id = request.path_params["name"].removesuffix(".mp4")
-        with state.lock:
-            state.fetched_paths.append(request.url.path)
         job = state.jobs.get(request_id)
         if job is None or not job.render.done() or job.error is not None:
             return JSONResponse({"detail": "File not found"}, status_code=404)

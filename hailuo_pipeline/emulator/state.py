@@ -176,7 +176,6 @@ class EmulatorState:
         self.submissions_by_prompt: Counter[str] = Counter()
         self.cancelled: list[str] = []
         self.answered_ids: list[str] = []  # the ids submits were answered with, in order
-        self.fetched_paths: list[str] = []  # every path a client fetched a file from (videos, uploads)
         self.uploads: OrderedDict[str, bytes] = OrderedDict()  # fal storage stand-in: id -> bytes
         self.upload_tokens: set[str] = set()
         self.lock = threading.Lock()
@@ -203,7 +202,6 @@ class EmulatorState:
             self.submissions_by_prompt.clear()
             self.cancelled.clear()
             self.answered_ids.clear()
-            self.fetched_paths.clear()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

@@ -13,7 +13,7 @@ from typing import Any
 from hailuo_pipeline.catalog.decisions import budget_refusal
 from hailuo_pipeline.catalog.rows import Budget
 from hailuo_pipeline.generation.planning import ShotPlan
-from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS
+from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS
 from hailuo_pipeline.shots.manifest import Manifest
 
 
@@ -85,8 +85,7 @@ def estimate_batch(
     for shot_id in chosen:
         shot = manifest.shots.get(shot_id)
         if shot_id in plan.to_generate or shot_id in plan.edited:
-            duration = int(shot.duration) if shot and shot.duration in {str(d) for d in DURATIONS_SECONDS} else 0
-            price = prices.get(duration or DEFAULT_DURATION_SECONDS, Decimal(0))
+            price = prices.get(shot.budgeted_seconds() if shot else DEFAULT_DURATION_SECONDS, Decimal(0))
             refusal = budget_refusal(budget, total, today, price)
             if refusal is not None:
                 estimate.over_budget[shot_id] = refusal

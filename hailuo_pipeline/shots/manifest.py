@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hailuo_pipeline.errors import HailuoError
-from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS
+from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS
 
 REQUIRED_COLUMNS = ("shot_id", "image", "prompt")
 OPTIONAL_COLUMNS = ("duration", "prompt_optimizer")
@@ -42,6 +42,12 @@ class Shot:
     def image_path(self) -> Path:
         path = Path(self.image).expanduser()
         return path if path.is_absolute() else (self.manifest_dir / path)
+
+    def budgeted_seconds(self) -> int:
+        """The length a budget counts the shot at: its duration when offered, else the default (its run then
+        refuses it by name, before any spend)."""
+        offered = {str(d) for d in DURATIONS_SECONDS}
+        return int(self.duration) if self.duration in offered else DEFAULT_DURATION_SECONDS
 
     def content_hash(self) -> str:
         text = "\x1f".join((self.image, self.prompt, self.duration, self.prompt_optimizer))

@@ -17,7 +17,7 @@ from hailuo_pipeline.defs.partitions import SHOTS
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, ShotsResource
 from hailuo_pipeline.generation.planning import ShotPlan, plan_shot_runs, plan_shots
 from hailuo_pipeline.generation.settle import settle_on_default_path
-from hailuo_pipeline.model_limits import DEFAULT_DURATION_SECONDS, DURATIONS_SECONDS, ENDPOINT_ID
+from hailuo_pipeline.model_limits import ENDPOINT_ID
 from hailuo_pipeline.settings import SHOTS_PER_RUN
 
 
@@ -60,12 +60,7 @@ def sweep(
     registered = context.instance.get_dynamic_partitions(SHOTS)
     taken = shots_in_live_runs(context.instance, registered)  # left to the runs that will make them
     candidates = [s for s in registered if s in manifest.shots and s not in taken]
-    # an invalid duration is budgeted as the default; its run refuses it with the shot's own message
-    offered = {str(d) for d in DURATIONS_SECONDS}
-    durations = {
-        s: int(manifest.shots[s].duration) if manifest.shots[s].duration in offered else DEFAULT_DURATION_SECONDS
-        for s in candidates
-    }
+    durations = {s: manifest.shots[s].budgeted_seconds() for s in candidates}
     limits = budget.budget()
     ledger = catalog.ledger()
     for settled in settle_on_default_path(ledger):  # before planning: a released shot is swept once, an adopted resumed
