@@ -138,7 +138,6 @@ def materialize(
         if unknown:
             raise HailuoError(f"not registered shot(s): {', '.join(unknown)} (check shots.csv)")
         ledger = RequestLedger(open_catalog(settings.catalog_location), lease_seconds=settings.lease_seconds)
-        ledger.record_dead_reservations()
         settled = [s.said for s in settle_on_default_path(ledger)]  # before planning: a released shot is paid once
         options = ClaimOptions(new_take, resubmit_ambiguous, retry_refused, repay_lost, retake_rejected)
         plan = plan_shots(registered, manifest, ledger, options)

@@ -39,13 +39,19 @@ class Settled:
 
 
 def settle_on_default_path(ledger: RequestLedger) -> list[Settled]:
-    """What `hailuo materialize`, the orphan sensor and the sweep run first: settled with the key and settings of
-    this process (no FAL_KEY: nothing to ask fal with, nothing settled)."""
+    """What `hailuo materialize`, the orphan sensor and the sweep run first: a dead submitter's reservation is
+    recorded ambiguous (fal may have a job), then what fal's records settle is settled, with the key and settings
+    of this process (no FAL_KEY: nothing to ask fal with, nothing settled)."""
+    recorded = [
+        Settled(row.shot_id, row.request_key, "recorded", f"{row.shot_id}: a submit never got fal's answer (its "
+                "process stopped first); recorded ambiguous ({row.request_key})")
+        for row in ledger.record_dead_reservations()
+    ]  # fmt: skip
     settings = Settings.from_env()
     platform = settings.platform()
     if platform is None:
-        return []
-    return settle_with_fal(ledger, platform, ENDPOINT_ID, settings.history_margin_seconds)
+        return recorded
+    return recorded + settle_with_fal(ledger, platform, ENDPOINT_ID, settings.history_margin_seconds)
 
 
 def prices_from_fal(ledger: RequestLedger, endpoint_id: str) -> list[str]:

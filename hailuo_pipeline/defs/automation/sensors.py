@@ -155,8 +155,6 @@ RESUME_ONLY = {"resume_only": True}
 def orphaned_requests_sensor(context: SensorEvaluationContext, catalog: CatalogResource):
     registered = context.instance.get_dynamic_partitions(SHOTS)
     ledger = catalog.ledger()
-    for row in ledger.record_dead_reservations():  # spends nothing: settled from fal's history below
-        context.log.warning(f"{row.shot_id}: a submit never got fal's answer; recorded ambiguous ({row.request_key})")
     for settled in settle_on_default_path(ledger):  # adopted ids are resumed below; released shots wait for a run
         context.log.info(settled.said)
     # the judge's answer for a plain run: RESUME is a request fal has that no live process follows
