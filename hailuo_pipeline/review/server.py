@@ -88,6 +88,10 @@ def build_review_app(catalog: CatalogDatabase, videos: VideoStore, dagster_url: 
     def takes(where: str, params: list[Any]) -> list[dict[str, Any]]:
         return [_take(row) for row in catalog.rows(f"{TAKES} {where}", params)]
 
+    async def take_of(key: str) -> list[dict[str, Any]]:
+        """The take a ledger key names ([] for anything that is not a ledger key: never a path)."""
+        return await asyncio.to_thread(takes, "WHERE r.request_key = ?", [key]) if REQUEST_KEY.match(key) else []
+
     def player(take: dict[str, Any]) -> str:
         key = e(take["key"])
         return f"<video controls preload='metadata' poster='/takes/{key}/poster.jpg' src='/takes/{key}/video'></video>"
@@ -111,7 +115,7 @@ def build_review_app(catalog: CatalogDatabase, videos: VideoStore, dagster_url: 
 
     async def take_page(request: Request) -> Response:
         key = request.path_params["key"]
-        found = await asyncio.to_thread(takes, "WHERE r.request_key = ?", [key]) if REQUEST_KEY.match(key) else []
+        found = await take_of(key)
         if not found:
             return _not_found()
         take = found[0]
@@ -164,7 +168,7 @@ def build_review_app(catalog: CatalogDatabase, videos: VideoStore, dagster_url: 
 
     async def video(request: Request) -> Response:
         key = request.path_params["key"]
-        found = await asyncio.to_thread(takes, "WHERE r.request_key = ?", [key]) if REQUEST_KEY.match(key) else []
+        found = await take_of(key)
         if not found:
             return _not_found()
         path, size = str(found[0]["path"]), int(found[0]["bytes"])
@@ -184,7 +188,7 @@ def build_review_app(catalog: CatalogDatabase, videos: VideoStore, dagster_url: 
 
     async def poster(request: Request) -> Response:
         key = request.path_params["key"]
-        found = await asyncio.to_thread(takes, "WHERE r.request_key = ?", [key]) if REQUEST_KEY.match(key) else []
+        found = await take_of(key)
         if not found:
             return _not_found()
         if key not in posters:
@@ -204,7 +208,7 @@ def build_review_app(catalog: CatalogDatabase, videos: VideoStore, dagster_url: 
         given = str(form.get("token", ""))
         if not hmac.compare_digest(given, token(key)):
             return HTMLResponse("<p>refused: the page's token is missing or wrong; reload the page</p>", 403)
-        found = await asyncio.to_thread(takes, "WHERE r.request_key = ?", [key])
+        found = await take_of(key)
         if not found:
             return _not_found()
         note = str(form.get("note", "")).strip() or None
