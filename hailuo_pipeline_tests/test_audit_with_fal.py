@@ -294,7 +294,7 @@ def test_the_manifest_sensor_shows_what_the_pending_shots_would_cost(workspace, 
         result = tick_sensor(shots_manifest_sensor, instance)
     (observation,) = result.asset_events
     assert observation.asset_key.to_user_string() == "hailuo_video"
-    assert observation.metadata["would_pay_usd"].value == pytest.approx(0.51)
+    assert observation.metadata["would_pay_usd"].value == "$0.51"
     assert observation.metadata["would_pay_videos"].value == 2
     assert "would cost $0.51" in (observation.description or "")
     assert emulator.stats()["submissions"] == 0

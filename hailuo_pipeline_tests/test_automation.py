@@ -202,3 +202,36 @@ def test_the_generation_sensor_and_the_sweep_leave_shots_to_the_runs_queued_or_u
     # the batch's run ends without reaching its shots (canceled): they are pending again, and asked for
     instance.report_run_canceled(queued)
     assert requested_shots(tick_sensor(shots_generation_sensor, instance)) == [f"s{i}" for i in range(1, 9)]
+
+
+def test_cost_report_is_requested_after_every_batch_even_with_a_refused_shot(workspace, emulator):
+    """Declarative Automation keeps cost_report current: a batch that made a video (beside a refused shot, a
+    partition of hailuo_video that stays missing) requests it once; once it is materialized, nothing more."""
+    from dagster import evaluate_automation_conditions
+
+    from hailuo_pipeline.defs.headless import instance as headless_instance
+    from hailuo_pipeline.defs.headless import report_asset
+    from hailuo_pipeline.settings import Settings
+
+    write_shots(workspace, [{"shot_id": "good", "prompt": "one"}, {"shot_id": "bad", "prompt": "two", "duration": "7"}])
+    defs = build_definitions()
+    report = AssetKey("cost_report")
+    with headless_instance(Settings.from_env()) as instance:
+        assert report_asset(instance, Settings.from_env())
+        first = evaluate_automation_conditions(defs=defs, instance=instance)  # the sensor's first tick
+        quiet = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        assert quiet.total_requested == 0
+    summary = materialize()
+    assert summary.succeeded == ["good"] and list(summary.failed) == ["bad"]
+    with headless_instance(Settings.from_env()) as instance:
+        after_batch = evaluate_automation_conditions(defs=defs, instance=instance, cursor=quiet.cursor)
+        assert after_batch.get_requested_partitions(report) == {None}
+        assert report_asset(instance, Settings.from_env())
+    # the next batch ends after that report, before the next tick: it is reported too, not taken as handled
+    assert materialize(["good"], new_take=True).succeeded == ["good"]
+    with headless_instance(Settings.from_env()) as instance:
+        after_both = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_batch.cursor)
+        assert after_both.get_requested_partitions(report) == {None}
+        assert report_asset(instance, Settings.from_env())
+        settled = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after_both.cursor)
+        assert settled.total_requested == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from dagster import AssetKey, AssetPartitionStatus, DagsterInstance
+from dagster import AssetKey, AssetPartitionStatus, AssetRecordsFilter, DagsterInstance
 
 from hailuo_pipeline.defs.headless import materialize
 from hailuo_pipeline.defs.partitions import shots_partitions
@@ -35,6 +35,15 @@ def test_a_failed_shot_fails_the_run_by_name_and_a_rerun_touches_only_it(workspa
         "s3": AssetPartitionStatus.MATERIALIZED,
     }
     assert instance.get_materialized_partitions(AssetKey("source_image")) == {"s1", "s2", "s3"}
+    # the failed partition says why, as an observation of it (Dagster's own failure events are Dagster+ only)
+    (said,) = instance.fetch_observations(
+        AssetRecordsFilter(asset_key=AssetKey("hailuo_video"), asset_partitions=["s1"]), limit=5
+    ).records
+    observation = said.asset_observation
+    assert observation is not None and observation.description is not None
+    assert observation.description.startswith("not made: ") and "content_policy_violation" in observation.description
+    assert observation.metadata["fix"].value == reason(first, "s1").split("Fix: ")[-1]
+    assert observation.metadata["run"].value == first.run_ids[0]
 
     second = materialize()  # fal refused s1's inputs: a plain rerun says so and pays nothing
     assert second.requested == [] and emulator.stats()["submissions"] == 3

@@ -41,9 +41,12 @@ def test_demo_runs_offline_and_leaves_playable_videos(tmp_path):
         report = instance.get_latest_materialization_event(AssetKey("cost_report"))
         assert report is not None  # not "Never materialized"
         metadata = report.asset_materialization.metadata
-        assert metadata["spend_all_time_usd"].value == 0.7 and metadata["requests"].value == 3
+        assert metadata["spend_all_time_usd"].value == "$0.70" and metadata["requests"].value == 3
         days = [row.data["day"] for row in metadata["spend_by_day"].value.records]
         assert all(len(day) == 10 for day in days), days  # 2026-11-29, not 2026-11-29 00:00:00
+        spend = [row.data["spend"] for row in metadata["spend_by_day"].value.records]
+        assert spend == ["$0.70"], spend  # dollars with cents in the tables too
+        assert metadata["latency_mean_seconds"].value == round(metadata["latency_mean_seconds"].value, 1)
         for chart in ("spend_per_day_chart", "latency_chart"):  # drawn, small, rendered by the UI as images
             text = metadata[chart].value
             assert text.startswith("![") and "data:image/png;base64," in text

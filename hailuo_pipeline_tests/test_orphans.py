@@ -124,7 +124,7 @@ def test_an_orphan_whose_result_expired_is_money_lost_in_the_report_and_fails_th
         for e in checks
         if e.dagster_event and e.dagster_event.asset_check_evaluation_data.check_name == "no_paid_video_lost"
     )
-    assert not lost_check.passed and lost_check.metadata["lost_usd"].value == 0.19
+    assert not lost_check.passed and lost_check.metadata["lost_usd"].value == "$0.19"
     # a lost shot is not paid for again by a plain run; it is listed with what to do
     again = materialize()
     assert again.requested == [] and any("1 paid video(s) were lost" in n for n in again.notes)

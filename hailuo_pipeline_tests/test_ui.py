@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hailuo_pipeline.local_servers import apt_install
+from hailuo_pipeline.local_servers import apt_install, free_port
 from hailuo_pipeline.local_servers.dagster_dev import LocalDagsterDev
-from hailuo_pipeline_tests.helpers import REPO_ROOT, new_dagster_home, query, wait_for
+from hailuo_pipeline_tests.helpers import REPO_ROOT, hailuo, new_dagster_home, query, wait_for
 from hailuo_pipeline_tests.shots import make_image, write_shots
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui, pytest.mark.xdist_group("ui")]
@@ -33,10 +33,13 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",  # this machine refuses outside connections: do not try them
     "--disable-component-update",
     "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",  # a take's video is played by the test, without a click
 ]
 START_SECONDS = 180  # the webserver, the daemon and the code server start slowly on a busy 2-core machine
+HTML_PROMPT = 'Already delivered <b>before</b> the UI opens <img src=x onerror="window.injected=1">'
 SHOTS = [
-    {"shot_id": "done", "prompt": "Already delivered before the UI opens"},
+    {"shot_id": "done", "prompt": HTML_PROMPT},
+    {"shot_id": "tall", "prompt": "A portrait shot, delivered with done in one batch", "image": "images/tall.jpg"},
     {"shot_id": "fresh", "prompt": "A shot materialized from the asset page"},
     {"shot_id": "bad", "prompt": "A shot with a duration the model does not offer", "duration": "7"},
     {"shot_id": "stopped", "prompt": "A shot whose run is terminated while fal has its request"},
@@ -54,10 +57,11 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
-    """One shot delivered and cost_report materialized headlessly, one fresh and one bad shot registered;
-    then `dagster dev` on that instance with the emulator as fal."""
+    """Two shots delivered in one batch (one of them portrait) and cost_report materialized headlessly, one fresh
+    and one bad shot registered; then `dagster dev` on that instance with the emulator as fal."""
     root = tmp_path_factory.mktemp("ui")
     data, home = root / "data", new_dagster_home(root / "dagster_home")
+    make_image(data / "images" / "tall.jpg", size=(432, 768), seed=5)
     write_shots(data, SHOTS)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("HAILUO_", "DAGSTER_"))},
@@ -66,12 +70,14 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
         "DAGSTER_HOME": str(home),
         "FAL_KEY": "test-key",
         "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.3",
+        # one setting for every command: the links the headless runs store open the server `hailuo ui` starts
+        "HAILUO_REVIEW_URL": f"http://127.0.0.1:{free_port()}",
         "PYTHONPATH": str(REPO_ROOT),
     }
     prepare = (
         "from hailuo_pipeline.defs.headless import instance, materialize, report_asset, sync\n"
         "from hailuo_pipeline.settings import Settings\n"
-        "materialize(['done'])\n"
+        "materialize(['done', 'tall'])\n"
         "with instance(Settings.from_env()) as d:\n"
         "    report_asset(d, Settings.from_env())\n"
     )
@@ -89,7 +95,7 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
     with (data / "shots.csv").open("a") as manifest:
         manifest.write("added,images/added.jpg,A row added while the UI is open,6,true\n")
     try:
-        yield {"url": server.url, "data": data, "root": root, "home": home}
+        yield {"url": server.url, "review": server.review_url, "data": data, "root": root, "home": home, "env": env}
     finally:
         assert server.stop(), "hailuo ui did not stop on SIGTERM; it had to be killed"
 
@@ -182,14 +188,50 @@ def wait_for_text(page, url: str, text: str, seconds: float = 180) -> None:
         page.wait_for_timeout(1000)
 
 
-def test_cost_report_shows_the_spend_and_its_charts(page, dagster_ui):
+def take_key(data: Path, shot: str, take: int = 1) -> str:
+    ((key,),) = query(data, "SELECT request_key FROM requests WHERE shot_id = ? AND take = ?", [shot, take])
+    return key
+
+
+def assert_plays_and_seeks(video) -> None:
+    """Enough data to play, its time advancing, and a seek that lands (the server answers byte ranges)."""
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    handle = video.element_handle()
+    video.page.wait_for_function("v => v.readyState >= 3 && v.currentTime > 0.3 && !v.error", arg=handle)
+    seek = "v => new Promise(done => { v.addEventListener('seeked', done, {once: true}); v.currentTime = 4; })"
+    video.evaluate(seek)
+    assert video.evaluate("v => [Math.round(v.currentTime), v.readyState >= 2, v.error]") == [4, True, None]
+
+
+# a metadata row's value fits in the metadata table's scroll box: nothing hidden past its right edge
+FITS = """row => { const table = row.closest('table'); let box = table.parentElement;
+  while (box && getComputedStyle(box).overflowX === 'visible') box = box.parentElement;
+  const right = box ? box.getBoundingClientRect().right : window.innerWidth;
+  return table.getBoundingClientRect().right <= right + 1 }"""
+
+
+def test_lineage_opens_as_one_graph_with_every_asset_named(page, dagster_ui):
+    """Lineage opens on every asset, not on collapsed group boxes a newcomer must expand first."""
+    open_page(page, f"{dagster_ui['url']}/asset-groups")
+    nodes = page.get_by_text("Latest event")  # a row of each asset's node; a collapsed group has none
+    nodes.first.wait_for()
+    assert nodes.count() == 6, page.locator("body").inner_text()[:2000]
+
+
+def test_cost_report_shows_the_spend_in_dollars_its_charts_and_tables_that_fit(page, dagster_ui):
     open_page(page, f"{dagster_ui['url']}/assets/cost_report")
     table = page.get_by_role("table").first
-    row = table.get_by_role("row").filter(has_text="spend_all_time_usd")
-    assert "0.19" in row.inner_text()
+    assert "$0.38" in table.get_by_role("row").filter(has_text="spend_all_time_usd").inner_text()  # not 0.38
+    latency = table.get_by_role("row").filter(has_text="latency_mean_seconds").inner_text().split()[-1]
+    assert re.fullmatch(r"\d+(\.\d)?", latency), latency  # a tenth, not four decimals
     chart = table.get_by_role("row").filter(has_text="latency_chart")
     image = show_markdown_image(page, chart, "latency distribution")
     assert image.evaluate("i => i.naturalWidth") > 100
+    page.keyboard.press("Escape")
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    for name in ("spend_by_day", "spend_by_duration"):
+        row = table.get_by_role("row").filter(has_text=name).first
+        assert "$0." in row.inner_text() and row.evaluate(FITS), f"{name} is cut off at the right edge"
 
 
 def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(page, dagster_ui):
@@ -197,7 +239,7 @@ def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(p
     launch_partition(page, base, "hailuo_video", "fresh")
     wait_for_text(page, f"{base}/assets/hailuo_video?view=partitions&partition=fresh", "cost_usd")
     metadata = page.get_by_role("table").first
-    assert "0.19" in metadata.get_by_role("row").filter(has_text="cost_usd").inner_text()
+    assert "$0.19" in metadata.get_by_role("row").filter(has_text="cost_usd").inner_text()
     poster = show_markdown_image(page, metadata.get_by_role("row").filter(has_text="poster"), "fresh")
     assert poster.evaluate("i => [i.naturalWidth, i.complete]") == [192, True]
     # the video alone was selected; its inputs were validated and materialized in the same run
@@ -205,6 +247,29 @@ def test_a_shot_materialized_from_the_asset_page_shows_its_metadata_and_poster(p
     # launched by the run queue: its step ran in the run worker itself, not in a second interpreter
     run_pids, step_pids = processes_of_the_run(dagster_ui["home"], "fresh")
     assert len(run_pids) == 1 and step_pids == run_pids, (run_pids, step_pids)
+
+
+def test_the_watch_link_plays_the_take_and_approving_it_is_recorded(page, dagster_ui):
+    """From the asset page, one click: the take's page, its video playing and seeking, and its verdict."""
+    base, data = dagster_ui["url"], dagster_ui["data"]
+    key = take_key(data, "fresh")
+    open_page(page, f"{base}/assets/hailuo_video?view=partitions&partition=fresh")
+    link = page.get_by_role("table").first.get_by_role("row").filter(has_text="watch").get_by_role("link").first
+    assert link.get_attribute("href") == f"{dagster_ui['review']}/takes/{key}"
+    with page.context.expect_page() as opened:  # Dagster opens URL metadata in a new tab
+        link.click()
+    take = opened.value
+    take.wait_for_load_state("networkidle")
+    assert_plays_and_seeks(take.locator("video"))
+    facts = take.locator("dl").inner_text()
+    assert "$0.19" in facts and "take 1" in facts
+    ((run_id,),) = query(data, "SELECT run_id FROM requests WHERE request_key = ?", [key])
+    assert take.get_by_role("link", name=run_id[:8]).get_attribute("href") == f"{base}/runs/{run_id}"
+    take.get_by_role("button", name="Approve").click()
+    take.wait_for_load_state("networkidle")
+    assert "approved" in take.locator("dl").inner_text()
+    assert query(data, "SELECT verdict FROM requests WHERE request_key = ?", [key]) == [("approve",)]
+    take.close()  # approved_video is looked for in the last test, a sensor tick later
 
 
 def test_a_run_terminated_in_dagster_cancels_its_request_at_fal(page, dagster_ui, emulator_server):
@@ -251,9 +316,109 @@ def test_a_bad_shot_is_refused_with_its_fix_first(page, dagster_ui):
     assert "Fix: set duration to 6 or 10" in failure[refusal : refusal + 300], failure[:1500]
     # Dagster prints its stack trace under every step failure; the shot's cause and fix come before it
     assert failure.find("Stack Trace") > failure.find("Fix: set duration"), failure[:1500]
+    # and the failed partition's own events say it, not only "Run ... failed"
+    open_page(page, f"{base}/assets/hailuo_video?view=events&partition=bad")
+    page.get_by_text("not made: duration '7' is not offered. Fix: set duration to 6 or 10").first.wait_for()
 
 
-def test_a_new_manifest_row_is_registered_by_the_sensor(page, dagster_ui):
-    """The row was appended to shots.csv after the instance was prepared, with `dagster dev` running: only
-    shots_manifest_sensor (on by default) can have made it a partition."""
-    wait_for_text(page, f"{dagster_ui['url']}/assets/source_image?view=partitions", "added", seconds=150)
+def test_a_take_rejected_on_its_page_is_retaken_once_and_shown_newest_first(page, dagster_ui, emulator_server):
+    data, review = dagster_ui["data"], dagster_ui["review"]
+    open_page(page, f"{review}/takes/{take_key(data, 'done')}")
+    reject = page.locator("form").filter(has=page.get_by_role("button", name="Reject"))
+    reject.get_by_placeholder("note").fill("too dark")
+    reject.get_by_role("button", name="Reject").click()
+    page.wait_for_load_state("networkidle")
+    assert "rejected" in page.locator("dl").inner_text()
+    submitted = emulator_server.state.stats()["submissions"]
+    retake = hailuo(["materialize", "--retake-rejected", "--shot", "done"], dagster_ui["env"], dagster_ui["root"])
+    output, _ = retake.communicate(timeout=180)
+    assert retake.returncode == 0, output[-3000:]
+    assert emulator_server.state.stats()["submissions"] == submitted + 1  # exactly one new take
+    takes = "SELECT take, verdict FROM requests WHERE shot_id = 'done' AND status = 'succeeded' ORDER BY take"
+    assert query(data, takes) == [(1, "reject"), (2, None)]
+    assert query(data, "SELECT note FROM verdicts WHERE shot_id = 'done'") == [("too dark",)]
+    open_page(page, f"{review}/shots/done")
+    captions = page.locator("figcaption").all_inner_texts()
+    assert [c.split(":")[0] for c in captions] == ["done, take 2", "done, take 1"], captions
+    assert "rejected" in captions[1] and "no verdict" in captions[0]
+
+
+def test_the_batch_page_plays_every_new_video_of_its_run(page, dagster_ui):
+    from dagster import AssetKey, DagsterInstance
+
+    data, review = dagster_ui["data"], dagster_ui["review"]
+    ((run_id,),) = query(data, "SELECT DISTINCT run_id FROM requests WHERE shot_id IN ('done', 'tall') AND take = 1")
+    with DagsterInstance.from_config(str(dagster_ui["home"])) as instance:  # the contact sheet's link
+        sheets = instance.fetch_observations(AssetKey("hailuo_video"), limit=50).records
+    watch = {
+        r.asset_observation.metadata["watch"].value for r in sheets if "contact_sheet" in r.asset_observation.metadata
+    }
+    assert f"{review}/runs/{run_id}" in watch
+    open_page(page, f"{review}/runs/{run_id}")
+    assert "2 new video(s), $0.38" in page.locator("body").inner_text()
+    captions = page.locator("figcaption").all_inner_texts()
+    assert sorted(c.split(",")[0] for c in captions) == ["done", "tall"], captions
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('video')].every(v => v.readyState >= 1 && v.duration > 5)"
+    )
+    assert page.locator("video").count() == 2
+
+
+def test_a_forged_verdict_is_refused_and_a_prompt_holding_html_stays_text(page, dagster_ui):
+    data, review = dagster_ui["data"], dagster_ui["review"]
+    open_page(page, f"{review}/takes/{take_key(data, 'done')}")
+    prompt = page.locator("dd.prompt")
+    assert prompt.inner_text() == HTML_PROMPT and prompt.locator("*").count() == 0
+    assert page.evaluate("() => window.injected") is None
+    key = take_key(data, "tall")
+    verdict_url = f"{review}/takes/{key}/verdict"
+    open_page(page, f"{review}/takes/{key}")
+    copied = page.locator("input[name=token]").first.input_value()
+    recorded = query(data, "SELECT count(*) FROM verdicts")
+    post = """([url, token]) => { const form = document.createElement('form'); form.method = 'post'; form.action = url;
+      for (const [name, value] of Object.entries({token, verdict: 'reject'})) {
+        const input = document.createElement('input'); input.name = name; input.value = value; form.appendChild(input);
+      }
+      document.body.appendChild(form); form.submit(); }"""
+    for token in ("forged", copied):  # another site's page posting the form: made up, then copied from the page
+        open_page(page, dagster_ui["url"])
+        with page.expect_response(verdict_url) as answer:
+            page.evaluate(post, [verdict_url, token])
+        assert answer.value.status == 403
+        assert "refused" in page.locator("body").inner_text()
+    assert query(data, "SELECT count(*) FROM verdicts") == recorded
+
+
+def test_the_static_review_page_keeps_a_takes_labels_together_beside_a_portrait_video(page, dagster_ui):
+    from hailuo_pipeline.catalog.backends import open_catalog
+    from hailuo_pipeline.review.page import write_review
+
+    out, _ = write_review(
+        open_catalog(dagster_ui["data"] / "catalog.duckdb"),
+        dagster_ui["root"] / "review" / "index.html",
+        dagster_ui["url"],
+    )
+    open_page(page, out.as_uri())
+    section = page.locator("section#tall-take1")
+    video = section.locator("video").bounding_box()
+    labels = section.locator("dt")
+    first, last = labels.first.bounding_box(), labels.last.bounding_box()
+    assert video is not None and first is not None and last is not None
+    assert video["height"] > video["width"]  # portrait
+    assert first["x"] > video["x"] + video["width"]  # beside it
+    assert last["y"] + last["height"] - first["y"] < 0.5 * video["height"], (first, last, video)  # together
+    assert section.locator("video").get_attribute("poster").startswith("data:image/jpeg;base64,")
+
+
+def test_the_sensors_registered_a_row_made_the_approved_video_and_kept_the_report_current(page, dagster_ui):
+    """Looked for last, a sensor tick or more after what caused them. The row was appended to shots.csv with
+    `dagster dev` running: only shots_manifest_sensor (on by default) can have made it a partition. The take
+    approved on its page: approved_videos_sensor. The report: cost_report_automation, after the batches."""
+    base, data = dagster_ui["url"], dagster_ui["data"]
+    wait_for_text(page, f"{base}/assets/source_image?view=partitions", "added", seconds=150)
+    wait_for_text(page, f"{base}/assets/approved_video?view=partitions&partition=fresh", "paid_by", seconds=120)
+    paid_by = page.get_by_role("table").first.get_by_role("row").filter(has_text="paid_by").inner_text()
+    assert take_key(data, "fresh") and "fal request" in paid_by and "$0.19" in paid_by
+    ((spent,),) = query(data, "SELECT sum(cost_usd) FROM requests")
+    assert spent == Decimal("0.76")  # done twice, tall, fresh; the stopped one cancelled at $0
+    wait_for_text(page, f"{base}/assets/cost_report", "$0.76", seconds=120)

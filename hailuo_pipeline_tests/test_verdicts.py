@@ -74,7 +74,7 @@ def test_an_approval_materializes_approved_video_within_a_tick_and_a_withdrawal_
 
         approved = materialize_approved("a")
         ((request_id,),) = query(workspace, "SELECT request_id FROM requests WHERE shot_id = 'a'")
-        assert approved["approved"] is True and approved["take"] == 1 and approved["cost_usd"] == 0.19
+        assert approved["approved"] is True and approved["take"] == 1 and approved["cost_usd"] == "$0.19"
         assert approved["request_id"] == request_id and approved["watch"].startswith("http://127.0.0.1:3001/takes/")
         assert main(["verdict", "a", "withdraw"]) == 0
         again = tick_sensor(approved_videos_sensor, instance, cursor=tick.cursor)

@@ -8,7 +8,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 from hailuo_pipeline.catalog.backends import is_shared
 from hailuo_pipeline.defs.assets.approved import approved_video, approved_video_job, approved_videos_sensor
 from hailuo_pipeline.defs.assets.catalog_snapshot import catalog_snapshot
-from hailuo_pipeline.defs.assets.cost_report import cost_report
+from hailuo_pipeline.defs.assets.cost_report import cost_report, cost_report_automation
 from hailuo_pipeline.defs.assets.fal_usage import fal_usage, fal_usage_job, fal_usage_schedule
 from hailuo_pipeline.defs.assets.shots import build_hailuo_shots
 from hailuo_pipeline.defs.automation.schedules import build_nightly_sweep
@@ -28,7 +28,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     assets: list = [build_hailuo_shots(settings.retry_delay_seconds), approved_video, cost_report, fal_usage]
     jobs: list = [*JOBS, fal_usage_job, approved_video_job]
-    sensors: list = [shots_manifest_sensor, shots_generation_sensor, orphaned_requests_sensor, approved_videos_sensor]
+    sensors: list = [
+        shots_manifest_sensor,
+        shots_generation_sensor,
+        orphaned_requests_sensor,
+        approved_videos_sensor,
+        cost_report_automation,
+    ]
     schedules: list = [build_nightly_sweep(settings.sweep_cron), fal_usage_schedule]
     if is_shared(settings.catalog_location):  # the ledger in PostgreSQL: keep a DuckDB copy to query
         snapshot_job, snapshot_schedule, snapshot_sensor = build_snapshot_automation()

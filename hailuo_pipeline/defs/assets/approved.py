@@ -21,8 +21,9 @@ from dagster import (
     sensor,
 )
 
+from hailuo_pipeline.defs.assets.formats import dollars
 from hailuo_pipeline.defs.assets.shots import hailuo_video
-from hailuo_pipeline.defs.partitions import SHOTS, shots_partitions
+from hailuo_pipeline.defs.partitions import ASSET_GROUP, SHOTS, shots_partitions
 from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline.settings import Settings
 
@@ -30,7 +31,7 @@ from hailuo_pipeline.settings import Settings
 @asset(
     deps=[hailuo_video],
     partitions_def=shots_partitions,
-    group_name="videos",
+    group_name=ASSET_GROUP,
     kinds={"video"},
     description="The shot's approved take: its request, take, cost and where it is kept. Materialized by "
     "approved_videos_sensor when a take is approved or the approval withdrawn; downstream work depends on it.",
@@ -50,7 +51,7 @@ def approved_video(context: AssetExecutionContext, catalog: CatalogResource) -> 
         "approved": True,
         "take": take.take,
         "request_id": take.request_id or "",
-        "cost_usd": float(take.cost_usd),
+        "cost_usd": dollars(take.cost_usd),
         "paid_by": f"fal request {take.request_id} (${take.cost_usd:.2f}) in run {take.run_id}",
         "watch": MetadataValue.url(f"{review}/takes/{take.request_key}"),
         **({"path": MetadataValue.text(str(video[0][0]))} if video else {}),

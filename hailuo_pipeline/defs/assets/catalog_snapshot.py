@@ -7,6 +7,7 @@ from pydantic import Field
 
 from hailuo_pipeline.catalog.snapshot import SnapshotResult, write_snapshot
 from hailuo_pipeline.defs.assets.shots import hailuo_video
+from hailuo_pipeline.defs.partitions import ASSET_GROUP
 from hailuo_pipeline.defs.resources import CatalogResource
 
 
@@ -16,7 +17,7 @@ class SnapshotConfig(Config):
 
 @asset(
     deps=[hailuo_video],
-    group_name="reporting",
+    group_name=ASSET_GROUP,
     kinds={"duckdb", "postgres"},
     description="The shared ledger (PostgreSQL) as a DuckDB catalog file with the embedded mode's tables and "
     "views: refreshed after each batch and hourly, written atomically, copying only what changed.",

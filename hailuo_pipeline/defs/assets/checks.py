@@ -11,6 +11,7 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Metada
 
 from hailuo_pipeline.catalog.audit import charges_off_price, recorded_videos
 from hailuo_pipeline.catalog.rows import utcnow
+from hailuo_pipeline.defs.assets.formats import dollars
 from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline.video.probe import problems_with
 from hailuo_pipeline.video.store import VideoStore
@@ -96,7 +97,7 @@ def no_paid_video_lost(catalog: CatalogResource) -> AssetCheckResult:
     ]
     metadata: dict = {
         "lost_requests": len(lost),
-        "lost_usd": float(sum((r.cost_usd for r in lost), Decimal(0))),
+        "lost_usd": dollars(sum((r.cost_usd for r in lost), Decimal(0))),
         **listing("lost", listed),
     }
     return AssetCheckResult(

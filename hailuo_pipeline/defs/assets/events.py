@@ -11,6 +11,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     AssetRecordsFilter,
     DataVersion,
     Failure,
@@ -101,18 +102,34 @@ class InstanceWriter:
         for future in self._pending:
             future.result()  # surface any failure of a write
 
-    def mark_failed(self, asset_keys: set[AssetKey], partitions: list[str]) -> None:
-        """Make Dagster show these partitions as failed once the run fails. It does so for partitions it
-        planned one by one; a run planned with one event per range (DAGSTER_EMIT_PARTITION_SUBSET_IN_
-        PLANNED_EVENTS, see README) needs the failed ones planned individually. Call after drain()."""
+    def mark_failed(self, asset_keys: set[AssetKey], failure: ShotFailure) -> None:
+        """Make Dagster show the shot's partitions as failed once the run fails, and say why there. Dagster
+        shows partitions failed for those it planned one by one; a run planned with one event per range
+        (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS, see README) needs the failed ones planned
+        individually. Its open-source instance keeps no failed-materialization event (Dagster+ only), so the
+        cause and fix are an observation of each failed partition: the partition's page shows them, not only
+        "Run ... failed". Call after drain()."""
         step = self._context.get_step_execution_context()
+        shot = failure.shot_id
         for asset_key in sorted(asset_keys, key=str):
-            for partition in partitions:
-                if (asset_key, partition) in self.materialized:
-                    continue
-                planned = AssetMaterializationPlannedData(asset_key, partition=partition)
-                event = DagsterEvent.build_asset_materialization_planned_event(step.job_name, step.step.key, planned)
-                self._context.instance.report_dagster_event(event, self._context.run_id)
+            if (asset_key, shot) in self.materialized:
+                continue
+            planned = AssetMaterializationPlannedData(asset_key, partition=shot)
+            event = DagsterEvent.build_asset_materialization_planned_event(step.job_name, step.step.key, planned)
+            self._context.instance.report_dagster_event(event, self._context.run_id)
+            self._context.log_event(
+                AssetObservation(
+                    asset_key,
+                    partition=shot,
+                    description=f"not made: {failure.cause}. Fix: {failure.fix}",
+                    metadata={
+                        "failed": MetadataValue.text(failure.cause),
+                        "fix": MetadataValue.text(failure.fix),
+                        "retryable": not failure.permanent,
+                        "run": MetadataValue.dagster_run(self._context.run_id),
+                    },
+                )
+            )
 
 
 def shots_failure(failed: Mapping[str, ShotFailure], total: int) -> Failure:

@@ -26,7 +26,9 @@ from dagster import (
 )
 
 from hailuo_pipeline.catalog.reconcile import DayReconciliation, audit_day
+from hailuo_pipeline.defs.assets.formats import dollars
 from hailuo_pipeline.defs.assets.shots import hailuo_video
+from hailuo_pipeline.defs.partitions import ASSET_GROUP
 from hailuo_pipeline.defs.resources import CatalogResource
 from hailuo_pipeline.fal.platform import AdminKeyMissing, PlatformError
 from hailuo_pipeline.model_limits import ENDPOINT_ID
@@ -40,9 +42,9 @@ fal_usage_days = DailyPartitionsDefinition(start_date="2026-01-01", timezone="UT
 def reconciliation_metadata(result: DayReconciliation) -> dict[str, Any]:
     return {
         "day": str(result.day),
-        "fal_billed_usd": MetadataValue.float(float(result.fal_usd)),
-        "ledger_usd": MetadataValue.float(float(result.ledger_usd)),
-        "difference_usd": MetadataValue.float(float(result.difference)),
+        "fal_billed_usd": dollars(result.fal_usd),
+        "ledger_usd": dollars(result.ledger_usd),
+        "difference_usd": dollars(result.difference),
         "billed_not_booked": MetadataValue.text(", ".join(result.billed_not_booked) or "none"),
         "booked_not_billed": MetadataValue.text(", ".join(result.booked_not_billed) or "none"),
     }
@@ -55,7 +57,7 @@ def reconciliation_metadata(result: DayReconciliation) -> dict[str, Any]:
             # every shot's video feeds every day's bill: no shot maps to one day
             deps=[AssetDep(hailuo_video, partition_mapping=AllPartitionMapping())],
             skippable=True,
-            group_name="reporting",
+            group_name=ASSET_GROUP,
             kinds={"duckdb"},
             description="fal's own record of what it billed for the endpoint on the day (its usage API), kept in "
             "the catalog's fal_usage table. Needs FAL_ADMIN_KEY; without it the day is skipped.",

@@ -5,14 +5,14 @@ import hashlib
 
 from dagster import AssetSpec, MetadataValue
 
-from hailuo_pipeline.defs.partitions import shots_partitions
+from hailuo_pipeline.defs.partitions import ASSET_GROUP, shots_partitions
 from hailuo_pipeline.redact import redact
 from hailuo_pipeline.shots.manifest import Shot
 from hailuo_pipeline.shots.validation import ShotRequest
 
 SHOT_INPUT: dict = {
     "partitions_def": shots_partitions,
-    "group_name": "shots",
+    "group_name": ASSET_GROUP,
     "code_version": "1",
     "skippable": True,  # each shot's materialization is logged as it is ready, not returned at the end
 }

@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from hailuo_pipeline.catalog.report import CostReport
+from hailuo_pipeline.defs.assets.formats import dollars, dollars_text, tenths
 
 WIDTH_INCHES, HEIGHT_INCHES, DPI = 5.0, 2.0, 80
 
@@ -62,29 +64,45 @@ def latency_chart(latency: pd.DataFrame) -> bytes:
     return _png(draw)
 
 
-def dagster_table(frame: pd.DataFrame) -> MetadataValue:
-    def kind(series: pd.Series) -> str:
+# What each table shows in Dagster and under which header: its metadata column is about 350 px wide beside the
+# key and time columns (1280 px window), so a few columns with short headers, and money with its sign ("$0.19",
+# header "spend"). `hailuo report` shows every column (failures and cancellations per day among them).
+DAY_COLUMNS = {"day": "day", "requests": "requests", "succeeded": "videos", "spend_usd": "spend"}
+DURATION_COLUMNS = {"duration_seconds": "seconds", "requests": "requests", "videos": "videos", "spend_usd": "spend"}
+ORPHAN_COLUMNS = {"shot_id": "shot", "request_id": "request", "status": "status", "age_seconds": "age s", "usd": "held"}
+FAL_COLUMNS = {"day": "day", "fal_billed_usd": "fal billed", "ledger_usd": "ledger"}
+
+
+def dagster_table(frame: pd.DataFrame, headers: dict[str, str]) -> MetadataValue:
+    """The frame's `headers` columns as a Dagster table: money as "$0.19", seconds to a tenth, a fal request id by
+    its first 8 characters (the full id is in `hailuo report` and the catalog)."""
+
+    def kind(column: str) -> str:
+        series = frame[column]
+        if is_money(column) or column == "request_id":
+            return "string"
         if pd.api.types.is_integer_dtype(series):
             return "int"
         if pd.api.types.is_float_dtype(series):
             return "float"
         return "string"
 
-    kinds = {str(column): kind(frame[column]) for column in frame.columns}
+    kinds = {column: kind(column) for column in headers}
 
     def cell(column: str, value: object) -> str | int | float | None:
         if value is None or (isinstance(value, float) and pd.isna(value)):
             return None
+        if is_money(column) and isinstance(value, int | float | Decimal):
+            return dollars_text(value)
+        if column == "request_id":
+            return f"{str(value)[:8]}…"
         if kinds[column] == "string" or not isinstance(value, int | float):
             return str(value)
-        return value
+        return tenths(value) if column.endswith("_seconds") and isinstance(value, float) else value
 
-    records = [
-        TableRecord({str(c): cell(str(c), v) for c, v in rec.items()}) for rec in frame.to_dict(orient="records")
-    ]
-    return MetadataValue.table(
-        records=records, schema=TableSchema(columns=[TableColumn(name, kinds[name]) for name in kinds])
-    )
+    records = [TableRecord({headers[c]: cell(c, rec[c]) for c in headers}) for rec in frame.to_dict(orient="records")]
+    columns = [TableColumn(headers[c], kinds[c]) for c in headers]
+    return MetadataValue.table(records=records, schema=TableSchema(columns=columns))
 
 
 def charts(report: CostReport) -> dict[str, MetadataValue]:
@@ -97,14 +115,26 @@ def charts(report: CostReport) -> dict[str, MetadataValue]:
     return drawn
 
 
+def is_money(column: str) -> bool:
+    return column == "usd" or column.endswith("_usd")
+
+
+def summary_value(name: str, value: float | Decimal) -> Any:
+    if is_money(name):
+        return dollars(value)
+    if name.endswith("_budget_used"):
+        return MetadataValue.text(f"{value:.0%}")
+    return tenths(value) if name.endswith("_seconds") else value
+
+
 def report_metadata(report: CostReport) -> dict[str, Any]:
     """The summary's numbers, the spend tables, and the charts (only when there is something to draw)."""
     summary = report.summary
     return {
-        **{k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)},
-        "spend_by_day": dagster_table(report.by_day),
-        "spend_by_duration": dagster_table(report.by_duration),
-        **({"orphans_table": dagster_table(report.orphans)} if len(report.orphans) else {}),
-        **({"fal_vs_ledger": dagster_table(report.fal_vs_ledger)} if len(report.fal_vs_ledger) else {}),
+        **{k: summary_value(k, v) for k, v in summary.items() if isinstance(v, int | float | Decimal)},
+        "spend_by_day": dagster_table(report.by_day, DAY_COLUMNS),
+        "spend_by_duration": dagster_table(report.by_duration, DURATION_COLUMNS),
+        **({"orphans_table": dagster_table(report.orphans, ORPHAN_COLUMNS)} if len(report.orphans) else {}),
+        **({"fal_vs_ledger": dagster_table(report.fal_vs_ledger, FAL_COLUMNS)} if len(report.fal_vs_ledger) else {}),
         **charts(report),
     }

@@ -39,6 +39,7 @@ from hailuo_pipeline.defs.assets.checks import (
     videos_match_requests,
 )
 from hailuo_pipeline.defs.assets.events import InstanceWriter, shots_failure
+from hailuo_pipeline.defs.assets.formats import dollars
 from hailuo_pipeline.defs.assets.inputs import (
     image_metadata,
     prompt,
@@ -47,7 +48,7 @@ from hailuo_pipeline.defs.assets.inputs import (
     source_image,
 )
 from hailuo_pipeline.defs.assets.video_metadata import shot_metadata
-from hailuo_pipeline.defs.partitions import shots_backfill_policy, shots_partitions
+from hailuo_pipeline.defs.partitions import ASSET_GROUP, shots_backfill_policy, shots_partitions
 from hailuo_pipeline.defs.resources import BudgetResource, CatalogResource, FalResource, ShotsResource
 from hailuo_pipeline.fal.config import FalKeyError, checked_fal_key
 from hailuo_pipeline.generation.errors import PermanentShotFailure, ShotFailure
@@ -108,7 +109,7 @@ hailuo_video = AssetSpec(
     "hailuo_video",
     deps=[source_image, prompt],
     partitions_def=shots_partitions,
-    group_name="videos",
+    group_name=ASSET_GROUP,
     kinds={"fal", "video", "duckdb"},
     code_version="1",
     skippable=True,  # each shot's materialization is logged as it is delivered, not returned at the end
@@ -232,8 +233,8 @@ def make_shots(
     if NO_PAID_VIDEO_LOST.key in checks:
         yield no_paid_video_lost(catalog)
     if failed:
-        for shot_id, failure in sorted(failed.items()):
-            writes.mark_failed(failed_assets(failure, set(selected) | inputs), [shot_id])
+        for shot_id in sorted(failed):
+            writes.mark_failed(failed_assets(failed[shot_id], set(selected) | inputs), failed[shot_id])
         raise shots_failure(failed, len(keys))
 
 
@@ -256,7 +257,7 @@ def batch_contact_sheet(delivered: list[ShotOutcome], run_id: str, review_url: s
             ),
             "watch": MetadataValue.url(f"{review_url.rstrip('/')}/runs/{run_id}"),  # every new video, playing
             "videos": len(tiles),
-            "cost_usd": round(sum(t.cost_usd for t in tiles), 4),
+            "cost_usd": dollars(sum(t.cost_usd for t in tiles)),
             "shots": MetadataValue.md(", ".join(t.shot_id for t in tiles[:MAX_TILES])),
         },
     )

@@ -5,27 +5,28 @@ import base64
 
 from dagster import MetadataValue
 
+from hailuo_pipeline.defs.assets.formats import dollars, tenths
 from hailuo_pipeline.generation.outcome import ShotOutcome
 
 
 def shot_metadata(outcome: ShotOutcome, review_url: str) -> dict:
     """What this run did for the shot. A reused video cost this run nothing and took no queue or inference
     time here: it says so, and names the request and run that paid for it, so summing `cost_usd` over
-    materializations gives what was spent."""
+    materializations gives what was spent. Money is text with its dollar sign: see formats."""
     video, request = outcome.video, outcome.request
     assert video is not None and request is not None
     metadata: dict = {
         "request_id": video.request_id,
         "take": request.take,
-        "cost_usd": 0.0 if outcome.reused else float(request.price_usd),
+        "cost_usd": dollars(0 if outcome.reused else request.price_usd),
         "resumed": outcome.resumed,
         "reused": outcome.reused,
         "requested_duration_seconds": request.duration_seconds,
-        "measured_duration_seconds": round(video.duration_seconds, 3),
+        "measured_duration_seconds": tenths(video.duration_seconds),
         "resolution": f"{video.width}x{video.height}",
         "fps": video.fps,
         "frames": video.frames,
-        "total_seconds": round(outcome.seconds, 3),
+        "total_seconds": tenths(outcome.seconds),
         "status_polls": outcome.polls,
         # the one to click: the take's page plays it (Dagster shows images as links, dagster-io/dagster#16742)
         "watch": MetadataValue.url(f"{review_url.rstrip('/')}/takes/{request.request_key}"),
@@ -46,4 +47,4 @@ def shot_metadata(outcome: ShotOutcome, review_url: str) -> dict:
 
 
 def _seconds(start, end) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None
+    return tenths((end - start).total_seconds()) if start and end else None

@@ -16,6 +16,7 @@ from dagster import (
 
 from hailuo_pipeline.catalog.decisions import ClaimKind, ClaimOptions
 from hailuo_pipeline.catalog.registry import record_shots
+from hailuo_pipeline.defs.assets.formats import dollars
 from hailuo_pipeline.defs.assets.shots import hailuo_video
 from hailuo_pipeline.defs.automation.run_requests import shot_run_requests, shots_in_live_runs
 from hailuo_pipeline.defs.jobs import shot_inputs_job, shot_videos_job, shots_job
@@ -95,7 +96,7 @@ def batch_cost(ordered: list[str], manifest: Manifest, catalog: CatalogResource,
         description=f"paying for the pending shots now would cost ${estimate.total_usd:.2f} "
         f"({len(estimate.to_pay)} video(s)); nothing is paid until shots_generation_sensor is on",
         metadata={
-            "would_pay_usd": MetadataValue.float(float(estimate.total_usd)),
+            "would_pay_usd": dollars(estimate.total_usd),
             "would_pay_videos": len(estimate.to_pay),
             "would_reuse": len(estimate.reused),
             "would_resume": len(estimate.resumed),
