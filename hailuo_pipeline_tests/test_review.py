@@ -41,7 +41,7 @@ def test_each_batch_leaves_one_contact_sheet_of_its_new_videos(workspace, emulat
     [sheet] = observations(instance)
     assert sheet.description == f"contact sheet of run {first.run_ids[0]}"
     assert sheet.metadata["videos"].value == 3
-    assert sheet.metadata["cost_usd"].value == 0.57  # three 6 s videos at $0.19
+    assert sheet.metadata["cost_usd"].value == "$0.57"  # three 6 s videos at $0.19
     image = sheet_image(sheet)
     assert image.width == 3 * TILE_WIDTH and image.height > 0
 
