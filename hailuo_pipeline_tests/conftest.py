@@ -26,7 +26,7 @@ os.environ.update(
         "SSL_CERT_FILE": str(_EMULATOR_DIR / "emulator-ca.pem"),
         "FAL_KEY": "test-key",
         "HAILUO_RETRY_DELAY_SECONDS": "0.2",
-        "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.3",
+        "HAILUO_FAL_POLL_INTERVAL_SECONDS": "0.1",
     }
 )
 
@@ -82,7 +82,7 @@ def emulator(emulator_server: EmulatorServer) -> EmulatorState:
     state.reset()
     pricing._asked.clear()  # what this process learnt of the account's price went with the reset
     pricing._unreachable.clear()
-    state.config.latency = Latency(queue_seconds=0.2, inference_seconds=0.4, jitter_seconds=0.0)
+    state.config.latency = Latency(queue_seconds=0.05, inference_seconds=0.1, jitter_seconds=0.0)
     return state
 
 

@@ -38,7 +38,7 @@ def test_submit_status_with_logs_and_result(emulator, tmp_path):
     kinds = [type(e).__name__ for e in events]
     assert kinds[0] == "Queued" and kinds[-1] == "Completed" and "InProgress" in kinds
     assert any(e.logs for e in events if isinstance(e, fal_client.InProgress))
-    assert events[-1].metrics["inference_time"] == pytest.approx(0.4)
+    assert events[-1].metrics["inference_time"] == pytest.approx(emulator.config.latency.inference_seconds)
     assert result["video"]["content_type"] == "video/mp4"
     assert result["video"]["file_size"] == len(video)
     path = tmp_path / "out.mp4"

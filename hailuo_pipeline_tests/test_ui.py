@@ -272,6 +272,28 @@ def test_the_watch_link_plays_the_take_and_approving_it_is_recorded(page, dagste
     take.close()  # approved_video is looked for in the last test, a sensor tick later
 
 
+def test_a_take_rejected_on_its_page_is_retaken_once_and_shown_newest_first(page, dagster_ui, emulator_server):
+    data, review = dagster_ui["data"], dagster_ui["review"]
+    open_page(page, f"{review}/takes/{take_key(data, 'done')}")
+    reject = page.locator("form").filter(has=page.get_by_role("button", name="Reject"))
+    reject.get_by_placeholder("note").fill("too dark")
+    reject.get_by_role("button", name="Reject").click()
+    page.wait_for_load_state("networkidle")
+    assert "rejected" in page.locator("dl").inner_text()
+    submitted = emulator_server.state.stats()["submissions"]
+    retake = hailuo(["materialize", "--retake-rejected", "--shot", "done"], dagster_ui["env"], dagster_ui["root"])
+    output, _ = retake.communicate(timeout=180)
+    assert retake.returncode == 0, output[-3000:]
+    assert emulator_server.state.stats()["submissions"] == submitted + 1  # exactly one new take
+    takes = "SELECT take, verdict FROM requests WHERE shot_id = 'done' AND status = 'succeeded' ORDER BY take"
+    assert query(data, takes) == [(1, "reject"), (2, None)]
+    assert query(data, "SELECT note FROM verdicts WHERE shot_id = 'done'") == [("too dark",)]
+    open_page(page, f"{review}/shots/done")
+    captions = page.locator("figcaption").all_inner_texts()
+    assert [c.split(":")[0] for c in captions] == ["done, take 2", "done, take 1"], captions
+    assert "rejected" in captions[1] and "no verdict" in captions[0]
+
+
 def test_a_run_terminated_in_dagster_cancels_its_request_at_fal(page, dagster_ui, emulator_server):
     """Dagster terminates a launched run by interrupting the run worker, where its step runs: the batch
     cancels what fal still has, and records it cancelled at $0."""
@@ -319,28 +341,6 @@ def test_a_bad_shot_is_refused_with_its_fix_first(page, dagster_ui):
     # and the failed partition's own events say it, not only "Run ... failed"
     open_page(page, f"{base}/assets/hailuo_video?view=events&partition=bad")
     page.get_by_text("not made: duration '7' is not offered. Fix: set duration to 6 or 10").first.wait_for()
-
-
-def test_a_take_rejected_on_its_page_is_retaken_once_and_shown_newest_first(page, dagster_ui, emulator_server):
-    data, review = dagster_ui["data"], dagster_ui["review"]
-    open_page(page, f"{review}/takes/{take_key(data, 'done')}")
-    reject = page.locator("form").filter(has=page.get_by_role("button", name="Reject"))
-    reject.get_by_placeholder("note").fill("too dark")
-    reject.get_by_role("button", name="Reject").click()
-    page.wait_for_load_state("networkidle")
-    assert "rejected" in page.locator("dl").inner_text()
-    submitted = emulator_server.state.stats()["submissions"]
-    retake = hailuo(["materialize", "--retake-rejected", "--shot", "done"], dagster_ui["env"], dagster_ui["root"])
-    output, _ = retake.communicate(timeout=180)
-    assert retake.returncode == 0, output[-3000:]
-    assert emulator_server.state.stats()["submissions"] == submitted + 1  # exactly one new take
-    takes = "SELECT take, verdict FROM requests WHERE shot_id = 'done' AND status = 'succeeded' ORDER BY take"
-    assert query(data, takes) == [(1, "reject"), (2, None)]
-    assert query(data, "SELECT note FROM verdicts WHERE shot_id = 'done'") == [("too dark",)]
-    open_page(page, f"{review}/shots/done")
-    captions = page.locator("figcaption").all_inner_texts()
-    assert [c.split(":")[0] for c in captions] == ["done, take 2", "done, take 1"], captions
-    assert "rejected" in captions[1] and "no verdict" in captions[0]
 
 
 def test_the_batch_page_plays_every_new_video_of_its_run(page, dagster_ui):

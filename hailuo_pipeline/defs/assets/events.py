@@ -107,29 +107,31 @@ class InstanceWriter:
         shows partitions failed for those it planned one by one; a run planned with one event per range
         (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS, see README) needs the failed ones planned
         individually. Its open-source instance keeps no failed-materialization event (Dagster+ only), so the
-        cause and fix are an observation of each failed partition: the partition's page shows them, not only
-        "Run ... failed". Call after drain()."""
+        cause and fix are an observation of the shot's first failed asset (`hailuo_video`, when it is among
+        them): its events then say why, not only "Run ... failed". One a shot: each is a write to the instance.
+        Call after drain()."""
         step = self._context.get_step_execution_context()
         shot = failure.shot_id
-        for asset_key in sorted(asset_keys, key=str):
-            if (asset_key, shot) in self.materialized:
-                continue
+        failed = [key for key in sorted(asset_keys, key=str) if (key, shot) not in self.materialized]
+        for asset_key in failed:
             planned = AssetMaterializationPlannedData(asset_key, partition=shot)
             event = DagsterEvent.build_asset_materialization_planned_event(step.job_name, step.step.key, planned)
             self._context.instance.report_dagster_event(event, self._context.run_id)
-            self._context.log_event(
-                AssetObservation(
-                    asset_key,
-                    partition=shot,
-                    description=f"not made: {failure.cause}. Fix: {failure.fix}",
-                    metadata={
-                        "failed": MetadataValue.text(failure.cause),
-                        "fix": MetadataValue.text(failure.fix),
-                        "retryable": not failure.permanent,
-                        "run": MetadataValue.dagster_run(self._context.run_id),
-                    },
-                )
+        if not failed:
+            return
+        self._context.log_event(
+            AssetObservation(
+                failed[0],
+                partition=shot,
+                description=f"not made: {failure.cause}. Fix: {failure.fix}",
+                metadata={
+                    "failed": MetadataValue.text(failure.cause),
+                    "fix": MetadataValue.text(failure.fix),
+                    "retryable": not failure.permanent,
+                    "run": MetadataValue.dagster_run(self._context.run_id),
+                },
             )
+        )
 
 
 def shots_failure(failed: Mapping[str, ShotFailure], total: int) -> Failure:
