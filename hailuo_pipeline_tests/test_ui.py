@@ -100,31 +100,39 @@ def dagster_ui(tmp_path_factory, emulator_server) -> Iterator[dict]:
         assert server.stop(), "hailuo ui did not stop on SIGTERM; it had to be killed"
 
 
-@pytest.fixture
-def page(dagster_ui, request) -> Iterator:
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """One Chromium for the module (starting it costs about a second of both cores); a fresh page for each test."""
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        chromium_browser = playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS)
+        yield chromium_browser
+        chromium_browser.close()
+
+
+@pytest.fixture
+def page(dagster_ui, browser, request) -> Iterator:
     shots_dir = dagster_ui["root"] / "screenshots"
     shots_dir.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium()), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.set_default_timeout(60_000)
-        # Dagster's one-time community dialog, on localhost only, is not shown once dismissed in the browser
-        # (local storage `communityNux`): dismissed before any page loads, so it never covers another dialog
-        page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
-        # should it open all the same, it is dismissed whenever it appears, before any action (typed text would
-        # otherwise land in its e-mail field)
-        page.add_locator_handler(
-            page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
-        )
-        yield page
-        report = getattr(request.node, "rep_call", None)  # set by conftest's pytest_runtest_makereport
-        if report is not None and report.failed:
-            where = shots_dir / f"{request.node.name}.png"
-            page.screenshot(path=str(where), full_page=True)
-            print(f"screenshot of the failure: {where}")
-        browser.close()
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    # Dagster's one-time community dialog, on localhost only, is not shown once dismissed in the browser
+    # (local storage `communityNux`): dismissed before any page loads, so it never covers another dialog
+    page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
+    # should it open all the same, it is dismissed whenever it appears, before any action (typed text would
+    # otherwise land in its e-mail field)
+    page.add_locator_handler(
+        page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
+    )
+    yield page
+    report = getattr(request.node, "rep_call", None)  # set by conftest's pytest_runtest_makereport
+    if report is not None and report.failed:
+        where = shots_dir / f"{request.node.name}.png"
+        page.screenshot(path=str(where), full_page=True)
+        print(f"screenshot of the failure: {where}")
+    context.close()
 
 
 def processes_of_the_run(home: Path, partition: str) -> tuple[set[int], set[int]]:
