@@ -426,7 +426,8 @@ def test_the_sensors_registered_a_row_made_the_approved_video_and_kept_the_repor
     wait_for_text(page, f"{base}/assets/source_image?view=partitions", "added", seconds=150)
     wait_for_text(page, f"{base}/assets/approved_video?view=partitions&partition=fresh", "paid_by", seconds=120)
     paid_by = page.get_by_role("table").first.get_by_role("row").filter(has_text="paid_by").inner_text()
-    assert take_key(data, "fresh") and "fal request" in paid_by and "$0.19" in paid_by
+    ((request_id,),) = query(data, "SELECT request_id FROM requests WHERE shot_id = 'fresh'")
+    assert f"fal request {request_id} ($0.19)" in paid_by, paid_by  # the take approved on its page
     ((spent,),) = query(data, "SELECT sum(cost_usd) FROM requests")
     assert spent == Decimal("0.76")  # done twice, tall, fresh; the stopped one cancelled at $0
     wait_for_text(page, f"{base}/assets/cost_report", "$0.76", seconds=120)
