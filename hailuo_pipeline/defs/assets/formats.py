@@ -15,5 +15,5 @@ def dollars(amount: Decimal | float | int) -> MetadataValue:
     return MetadataValue.text(dollars_text(amount))
 
 
-def tenths(seconds: float | Decimal | None) -> float | None:
+def tenths(seconds: float | None) -> float | None:
     return None if seconds is None else round(float(seconds), 1)

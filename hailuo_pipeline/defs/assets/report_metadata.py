@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -92,7 +91,7 @@ def dagster_table(frame: pd.DataFrame, headers: dict[str, str]) -> MetadataValue
     def cell(column: str, value: object) -> str | int | float | None:
         if value is None or (isinstance(value, float) and pd.isna(value)):
             return None
-        if is_money(column) and isinstance(value, int | float | Decimal):
+        if is_money(column) and isinstance(value, int | float):
             return dollars_text(value)
         if column == "request_id":
             return f"{str(value)[:8]}…"
@@ -119,7 +118,7 @@ def is_money(column: str) -> bool:
     return column == "usd" or column.endswith("_usd")
 
 
-def summary_value(name: str, value: float | Decimal) -> Any:
+def summary_value(name: str, value: float) -> Any:
     if is_money(name):
         return dollars(value)
     if name.endswith("_budget_used"):
@@ -129,9 +128,9 @@ def summary_value(name: str, value: float | Decimal) -> Any:
 
 def report_metadata(report: CostReport) -> dict[str, Any]:
     """The summary's numbers, the spend tables, and the charts (only when there is something to draw)."""
-    summary = report.summary
+    numbers = {k: v for k, v in report.summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     return {
-        **{k: summary_value(k, v) for k, v in summary.items() if isinstance(v, int | float | Decimal)},
+        **{k: summary_value(k, v) for k, v in numbers.items()},
         "spend_by_day": dagster_table(report.by_day, DAY_COLUMNS),
         "spend_by_duration": dagster_table(report.by_duration, DURATION_COLUMNS),
         **({"orphans_table": dagster_table(report.orphans, ORPHAN_COLUMNS)} if len(report.orphans) else {}),

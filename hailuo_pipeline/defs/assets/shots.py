@@ -233,8 +233,8 @@ def make_shots(
     if NO_PAID_VIDEO_LOST.key in checks:
         yield no_paid_video_lost(catalog)
     if failed:
-        for shot_id in sorted(failed):
-            writes.mark_failed(failed_assets(failed[shot_id], set(selected) | inputs), failed[shot_id])
+        for failure in (failed[shot_id] for shot_id in sorted(failed)):
+            writes.mark_failed(failed_assets(failure, set(selected) | inputs), failure)
         raise shots_failure(failed, len(keys))
 
 
